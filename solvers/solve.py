@@ -1,0 +1,64 @@
+"""``solve``: exact parallel solution of a batch of lower-triangular systems by fixed-point iteration.
+
+The loop below is the only solver loop in parafeed: the library call, the CLI, the benchmarks and the server
+worker all run it (the worker drives the same ``FixedPointBatch`` one evaluation at a time).
+
+Guarantee: with ``tol=0`` every method returns exactly the sequential solution of the *computed* map after at
+most T evaluations per row (the confirming one included); rows stop as soon as they are certified, and with a
+step that accepts ``rows`` they are not recomputed after that. See ``solvers.convergence`` for the proof.
+
+Reference: Song, Meng, Liao, Ermon, "Accelerating Feedforward Computation via Parallel Nonlinear Equation
+Solving", ICML 2021, arXiv 2002.03629.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from solvers.batch import FixedPointBatch, Schedule
+from solvers.result import SolveResult
+from solvers.step import Step, StepCaller
+
+
+def solve(
+    step: Step,
+    x0: torch.Tensor,
+    method: str = "jacobi",
+    max_iterations: int | None = None,
+    block_size: int | None = None,
+    tol: float = 0.0,
+    *,
+    callback: Callable[[FixedPointBatch], None] | None = None,
+) -> SolveResult:
+    """Solve y[:, t] = f_t(x[:, :t]) for x, starting from the guess x0: (B, T, *shape).
+
+    step: evaluates all T equations on an iterate (see ``solvers.step`` for the optional ``rows``/``span``).
+    method: "sequential" | "jacobi" | "jacobi_gs" | "gs_jacobi" (see ``solvers.schedule``).
+    max_iterations: cap on evaluations per row; rows that hit it report ``converged=False``. None: T.
+    block_size: block length for jacobi_gs, window length for gs_jacobi; None: ceil(sqrt(T)).
+    tol: 0 for exact equality; > 0 accepts agreement within tol (max abs) for continuous unknowns.
+    callback: called with the batch state after every evaluation (progress bars, snapshots, statistics).
+    """
+    schedule = Schedule(method=method, block_size=block_size, tol=tol, max_iterations=max_iterations)
+    batch = FixedPointBatch.start(x0, schedule)
+    call = StepCaller(step)
+    evaluations = 0
+    while (rows := batch.pending()).numel() > 0:
+        # One parallel step: every pending row evaluates all its equations on its current iterate...
+        y = call(batch.x, rows, batch.span(rows))
+        # ...then certifies its consistent prefix and writes the positions its method updates.
+        batch.advance(rows, y)
+        evaluations += 1
+        if callback is not None:
+            callback(batch)
+    return SolveResult(
+        x=batch.x,
+        iterations=batch.iterations,
+        converged=batch.converged,
+        evaluations=evaluations,
+        final=batch.final,
+        method=method,
+        block_size=int(batch.block[0]) if batch.rows else 0,
+    )
