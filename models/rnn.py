@@ -1,0 +1,113 @@
+"""Recurrent next-pixel regressors: the vanilla softplus RNN of Song et al. and a GRU for long sequences.
+
+An image is read as a sequence of pixels in raster order (x_0..x_{T-1}, values in [0, 1]); the state after
+pixels < t predicts pixel t:
+    o_t = W_o h_t + b_o,   loss = (1/T) sum_t (o_t - x_t)^2,   h_0 = 0,
+    softplus: h_{t+1} = softplus(W_h h_t + W_x x_t + b)                 (Song et al., ICML 2021, sec. 4.3)
+    gru:      h_{t+1} = GRU(x_t, h_t), PyTorch's gate layout [r, z, n]  (Cho et al. 2014, arXiv 1406.1078)
+
+Backpropagation through this recurrence is a linear block-bidiagonal system in g_t = dL/dh_t (Naumov 2017,
+arXiv 1712.06577); ``step_jacobian`` exposes the per-step Jacobians dh_{t+1}/dh_t the gradient solvers need.
+
+Shapes: x (B, T) pixels; hidden states (B, T+1, H) with h_0 = 0; predictions (B, T).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    cell: str = "softplus"  # "softplus" (vanilla RNN of Song et al.) or "gru"
+    hidden_size: int = 128  # Song et al.: 128
+    image_size: int = 10  # sequences are images resized to image_size x image_size: T = image_size ** 2
+
+
+class RecurrentRegressor(nn.Module):
+    w_x: nn.Parameter  # softplus cell: (H, 1), (H, H), (H,)
+    w_h: nn.Parameter
+    b: nn.Parameter
+    gru: nn.GRU  # gru cell
+
+    def __init__(self, config: RNNConfig | None = None) -> None:
+        super().__init__()
+        cfg = self.config = config or RNNConfig()
+        h = cfg.hidden_size
+        if cfg.cell == "softplus":
+            self.w_x = nn.Parameter(torch.randn(h, 1) * 0.5)
+            self.w_h = nn.Parameter(torch.randn(h, h) / h**0.5 * 0.5)
+            self.b = nn.Parameter(torch.zeros(h))
+        elif cfg.cell == "gru":
+            self.gru = nn.GRU(1, h, batch_first=True)
+        else:
+            raise ValueError(f"cell must be 'softplus' or 'gru'; got {cfg.cell!r}")
+        self.readout = nn.Linear(h, 1)
+
+    def gru_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W_ih (3H, 1), W_hh (3H, H), b_ih (3H,), b_hh (3H,)), gates stacked [r, z, n] as in nn.GRU."""
+        g = self.gru
+        return g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0  # type: ignore[return-value]
+
+    @property
+    def length(self) -> int:
+        return self.config.image_size**2
+
+    def cell(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step: x_t (B,), h (B, H) -> h' (B, H)."""
+        if self.config.cell == "softplus":
+            return F.softplus(F.linear(h, self.w_h) + x_t[:, None] * self.w_x[:, 0] + self.b)
+        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
+        gi = F.linear(x_t[:, None], w_ih, b_ih)
+        gh = F.linear(h, w_hh, b_hh)
+        ir, iz, in_ = gi.chunk(3, dim=1)
+        hr, hz, hn = gh.chunk(3, dim=1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        n = torch.tanh(in_ + r * hn)
+        return (1 - z) * n + z * h
+
+    def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T) -> (B, T+1, H): h_0 = 0 and h_{t+1} after reading x_t."""
+        b, h = x.shape[0], self.config.hidden_size
+        h0 = x.new_zeros(b, h)
+        if self.config.cell == "gru" and self.training:
+            out, _ = self.gru(x[:, :, None], h0[None])  # the fused loop: same math, faster to train
+            return torch.cat([h0[:, None], out], dim=1)
+        states = [h0]
+        for t in range(x.shape[1]):
+            states.append(self.cell(x[:, t], states[-1]))
+        return torch.stack(states, dim=1)
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, T+1, H) -> predictions (B, T) of pixel t from h_t (the last state predicts nothing)."""
+        return self.readout(states[:, :-1])[..., 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict(self.hidden_states(x))
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sequence mean squared error over the T predictions, (B,)."""
+        return ((self(x) - x) ** 2).mean(dim=1)
+
+    def step_jacobian(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """dh'/dh of one step for every row: x_t (..., ), h (..., H) -> (..., H, H), computed in closed form."""
+        if self.config.cell == "softplus":
+            pre = F.linear(h, self.w_h) + x_t[..., None] * self.w_x[:, 0] + self.b
+            return torch.sigmoid(pre)[..., :, None] * self.w_h
+        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
+        gi = F.linear(x_t[..., None], w_ih, b_ih)
+        gh = F.linear(h, w_hh, b_hh)
+        ir, iz, in_ = gi.chunk(3, dim=-1)
+        hr, hz, hn = gh.chunk(3, dim=-1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        n = torch.tanh(in_ + r * hn)
+        u_r, u_z, u_n = w_hh.chunk(3, dim=0)
+        dr = (r * (1 - r))[..., :, None] * u_r  # dr/dh
+        dz = (z * (1 - z))[..., :, None] * u_z
+        dn = (1 - n * n)[..., :, None] * (r[..., :, None] * u_n + hn[..., :, None] * dr)
+        eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
+        return (1 - z)[..., :, None] * dn + (h - n)[..., :, None] * dz + z[..., :, None] * eye

@@ -1,0 +1,66 @@
+"""A sampling system: what a model family contributes to "sample = solve a lower-triangular system".
+
+Each family turns its network and fixed per-sample noise into a step over T unknowns:
+``evaluate(x, noise)[:, t] = f_t(x[:, :t], noise)`` for any subset of rows (the noise rows travel with them), plus an
+initial guess and a decoder to images. ``solve_system`` runs the one solver loop of ``solvers.solve`` on it; the
+server's worker advances the same ``evaluate`` inside its own ``FixedPointBatch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from solvers import SolveResult, solve
+
+
+class SamplingSystem(Protocol):
+    name: str  # registry name of the model: part of the noise seed
+    unknowns: int  # T: sequential steps of the ordinary sampler
+    unknown_shape: tuple[int, ...]  # shape of one unknown ((): a binary pixel; (C,): a pixel's sub-pixels)
+    image_shape: tuple[int, int, int]  # (C, H, W) of one decoded sample
+    block_size: int  # natural block for the hybrids (an image row)
+    dtype: torch.dtype  # of the unknowns
+
+    def draw_noise(self, seed: int, indices: list[int] | range) -> torch.Tensor:
+        """(N, ...) fixed noise of samples ``indices`` of a request with ``seed``, on the model's device."""
+        ...
+
+    def initial_guess(self, noise: torch.Tensor) -> torch.Tensor:
+        """(N, T, *unknown_shape) starting iterate."""
+        ...
+
+    def evaluate(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One parallel step on N rows: (N, T, *unknown_shape) -> same shape."""
+        ...
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, *unknown_shape) -> (N, C, H, W) integer images (0/1 or 0..255)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SystemSolve:
+    result: SolveResult
+    samples: torch.Tensor  # (N, C, H, W) integer images
+
+
+def solve_system(
+    system: SamplingSystem,
+    noise: torch.Tensor,
+    method: str = "jacobi",
+    block_size: int | None = None,
+    max_iterations: int | None = None,
+    x0: torch.Tensor | None = None,
+) -> SystemSolve:
+    """Solve the sampling systems of the given noise rows with ``solvers.solve`` (per-row stopping)."""
+
+    def step(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return system.evaluate(x, noise[rows])
+
+    start = system.initial_guess(noise) if x0 is None else x0
+    block = block_size or system.block_size
+    result = solve(step, start, method=method, block_size=block, max_iterations=max_iterations)
+    return SystemSolve(result, system.decode(result.x))
