@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+METHODS = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
 
 
 def _print_json(payload: Any) -> None:
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample = command("sample", _sample, "draw exact samples from an autoregressive model")
     sample.add_argument("model")
     sample.add_argument("-n", type=int, default=16, help="number of samples")
-    sample.add_argument("--method", default="auto", choices=["sequential", "jacobi", "jacobi_gs", "gs_jacobi", "auto"])
+    sample.add_argument("--method", default="auto", choices=[*METHODS, "jacobi_split", "auto"])
     sample.add_argument("--seed", type=int, help="default: random, printed in the output")
     sample.add_argument("--block-size", type=int, help="jacobi_gs block / gs_jacobi window (default: one image row)")
     sample.add_argument("--max-iterations", type=int, help="cap per sample (reported as converged=false)")

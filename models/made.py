@@ -10,6 +10,12 @@ point. Hence sampling is a lower-triangular system: x_d = 1[u_d < sigmoid(logit_
 The forward pass pads its batch to a multiple of 8 rows (``models.invariance``) so that row i's logits are bitwise
 independent of the batch it was computed in.
 
+Direct connections (input -> output, masked strictly lower) carry the strong local correlations of neighbouring
+pixels. Their weights live on a fixed-point grid (multiples of 2^-10, |w| <= 16), so for binary inputs every
+partial sum is exactly representable in float32: the direct term is exact in *any* summation order, on any device.
+That lets a sampler split an evaluation (lagged hidden path, direct path solved in order) and still reproduce the
+ordinary forward bit for bit (``samplers.made``).
+
 Shapes: x (B, D) float in {0, 1}; logits (B, D).
 """
 
@@ -31,6 +37,8 @@ class MADEConfig:
     hidden_sizes: tuple[int, ...] = (512, 512)  # Song et al.'s MADE: 784-512-512
     mask_seed: int = 0  # hidden-unit degrees are drawn once from this seed and then stored as buffers
     direct: bool = True  # masked input->output connections: the immediate neighbours of a pixel reach its logit
+    direct_quantum: float = 2.0**-10  # direct weights are multiples of this (a power of two: exact sums)
+    direct_limit: float = 16.0  # and at most this in magnitude: 784 * 16 / 2^-10 < 2^24 keeps every sum exact
     image_shape: tuple[int, int, int] = (1, 28, 28)  # how D unknowns form a picture (C, H, W)
 
 
@@ -83,14 +91,31 @@ class MADE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, D) -> logits (B, D). Row results do not depend on B (padding to a multiple of 8 rows)."""
-        inputs = h = pad_rows(x)
+        logits = self.hidden_logits(x)
+        if self.direct is not None:
+            logits = logits + (self.direct_sum(x) + self.direct.bias)
+        return logits
+
+    def hidden_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The masked-MLP part of the logits (everything but the direct term), (B, D)."""
+        h = pad_rows(x)
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
-        if self.direct is not None:
-            h = h + self.direct(inputs)
         return h[: x.shape[0]]
+
+    def direct_weight(self) -> torch.Tensor:
+        """(D, D) strictly lower, on the fixed-point grid (straight-through rounding while training)."""
+        assert self.direct is not None
+        q, limit = self.config.direct_quantum, self.config.direct_limit
+        weight = self.direct.weight * self.direct.mask
+        fixed = torch.clamp(torch.round(weight / q) * q, -limit, limit)
+        return weight + (fixed - weight).detach() if self.training else fixed
+
+    def direct_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_{s<d} w_ds x_s without bias: exact (order-free) for binary x. (B, D) -> (B, D)."""
+        return F.linear(x, self.direct_weight())
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood in nats per example, (B,), of binary x: (B, D)."""

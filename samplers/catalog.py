@@ -13,6 +13,7 @@ from typing import Any
 from models.registry import Entry
 
 SAMPLING_METHODS = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi", "auto")
+MADE_METHODS = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi", "jacobi_split", "auto")
 KIND_OF = {"made": "sampler", "pixelcnnpp": "sampler", "densenet": "classifier", "rnn": "sequence", "gru": "sequence"}
 
 
@@ -35,7 +36,7 @@ def describe(entry: Entry) -> ModelInfo:
     family = entry.kind
     if family == "made":
         shape, steps = list(cfg.get("image_shape", [1, 28, 28])), int(cfg.get("input_size", 784))
-        methods = list(SAMPLING_METHODS)
+        methods = list(MADE_METHODS if cfg.get("direct", True) else SAMPLING_METHODS)
     elif family == "pixelcnnpp":
         size, channels = int(cfg.get("image_size", 28)), int(cfg.get("channels", 1))
         shape, steps, methods = [channels, size, size], size * size, list(SAMPLING_METHODS)

@@ -2,14 +2,17 @@
 
 Each family turns its network and fixed per-sample noise into a step over T unknowns:
 ``evaluate(x, noise)[:, t] = f_t(x[:, :t], noise)`` for any subset of rows (the noise rows travel with them), plus an
-initial guess and a decoder to images. ``solve_system`` runs the one solver loop of ``solvers.solve`` on it; the
-server's worker advances the same ``evaluate`` inside its own ``FixedPointBatch``.
+initial guess and a decoder to images. A family may keep per-row work between evaluations in a cache (slots are
+cache rows; ``span`` says which positions will be read, so final positions cost nothing). ``solve_system`` runs
+the one solver loop of ``solvers.solve`` on it; the server's worker advances the same ``evaluate`` inside its own
+``FixedPointBatch``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -32,8 +35,33 @@ class SamplingSystem(Protocol):
         """(N, T, *unknown_shape) starting iterate."""
         ...
 
-    def evaluate(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """One parallel step on N rows: (N, T, *unknown_shape) -> same shape."""
+    methods: tuple[str, ...]  # sampler methods this family offers ("auto" aside)
+
+    def plan(self, method: str) -> tuple[str, Callable[..., torch.Tensor]]:
+        """(solver method, step function with ``evaluate``'s signature) for a sampler method."""
+        ...
+
+    def new_cache(self, capacity: int) -> Any:
+        """Per-solve state for ``capacity`` slots (None for families that keep none)."""
+        ...
+
+    def reset(self, cache: Any, slots: torch.Tensor) -> None:
+        """Forget what the cache holds for these slots (new rows took them)."""
+        ...
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        cache: Any = None,
+        slots: torch.Tensor | None = None,
+        span: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One parallel step on N rows: (N, T, *unknown_shape) -> same shape.
+
+        With a cache: slots (N,) are the rows' cache slots and span (N, 2) the positions [lo, hi) the solver will
+        read (positions < lo are final); output outside the span may be arbitrary.
+        """
         ...
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,10 +85,15 @@ def solve_system(
 ) -> SystemSolve:
     """Solve the sampling systems of the given noise rows with ``solvers.solve`` (per-row stopping)."""
 
-    def step(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return system.evaluate(x, noise[rows])
+    if method not in system.methods:
+        raise ValueError(f"method must be one of {', '.join(system.methods)} for {system.name}; got {method!r}")
+    solver_method, evaluate = system.plan(method)
+    cache = system.new_cache(noise.shape[0])
+
+    def step(x: torch.Tensor, rows: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        return evaluate(x, noise[rows], cache, rows, span)
 
     start = system.initial_guess(noise) if x0 is None else x0
     block = block_size or system.block_size
-    result = solve(step, start, method=method, block_size=block, max_iterations=max_iterations)
+    result = solve(step, start, method=solver_method, block_size=block, max_iterations=max_iterations)
     return SystemSolve(result, system.decode(result.x))

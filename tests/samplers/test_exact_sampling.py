@@ -22,7 +22,9 @@ def engine(tiny_registry: Path) -> Engine:
 def test_every_method_equals_sequential(engine: Engine, name: str, seed: int) -> None:
     reference = sample(engine, name, num_samples=5, method="sequential", seed=seed)
     assert reference["iterations"] == [reference["sequential_steps"]] * 5
-    for method in METHODS:
+    methods = engine.sampling_system(name).methods
+    assert set(METHODS) <= set(methods)
+    for method in methods:
         body = sample(engine, name, num_samples=5, method=method, seed=seed, verify=True)
         assert body["samples"] == reference["samples"], method
         assert body["verified"] is True
@@ -77,3 +79,49 @@ def test_a_classifier_cannot_be_sampled(engine: Engine, tiny_registry: Path) -> 
     with pytest.raises(WrongKindError):
         engine.sampling_system("fake-densenet")
     del engine.entries["fake-densenet"]
+
+
+def test_pixelcnnpp_caching_changes_the_work_not_the_answer() -> None:
+    """On a 4-band model: cached and uncached systems give the same samples for every method."""
+    from models.pixelcnnpp import PixelCNNpp, PixelCNNppConfig
+    from samplers.pixelcnnpp import PixelCNNppSystem
+    from samplers.system import solve_system
+
+    torch.manual_seed(4)
+    model = PixelCNNpp(PixelCNNppConfig(image_size=16, nr_resnet=1, nr_filters=8, nr_mix=3)).eval()
+    cached, uncached = PixelCNNppSystem(model, "m"), PixelCNNppSystem(model, "m", cached=False)
+    with torch.inference_mode():
+        noise = cached.draw_noise(5, range(4))
+        reference = solve_system(uncached, noise, "sequential").samples
+        for method in METHODS:
+            for system in (cached, uncached):
+                assert torch.equal(solve_system(system, noise, method).samples, reference), method
+
+
+def test_split_iteration_needs_fewer_passes_than_jacobi(engine: Engine) -> None:
+    jacobi = sample(engine, "made-tiny", num_samples=8, method="jacobi", seed=11)
+    split = sample(engine, "made-tiny", num_samples=8, method="jacobi_split", seed=11)
+    assert split["samples"] == jacobi["samples"]
+    assert sum(split["iterations"]) < sum(jacobi["iterations"])
+
+
+def test_unknown_method_for_a_family_is_named(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="jacobi_split"):
+        sample(engine, "pixelcnnpp-tiny", num_samples=1, method="jacobi_split", seed=1)
+
+
+def test_direct_sums_are_exact_in_any_order() -> None:
+    """Fixed-point direct weights: the same sum whatever the GEMM shape, batch or split of the inputs."""
+    from models.made import MADE, MADEConfig
+
+    torch.manual_seed(0)
+    made = MADE(MADEConfig(input_size=784, hidden_sizes=(16, 16))).eval()
+    with torch.no_grad():
+        made.direct.weight.normal_(0.0, 4.0)
+    x = torch.bernoulli(torch.full((37, 784), 0.5))
+    w = made.direct_weight()
+    full = made.direct_sum(x)
+    assert torch.equal(made.direct_sum(x[5:6]), full[5:6])
+    halves = x[:, :400] @ w[:, :400].T + x[:, 400:] @ w[:, 400:].T
+    assert torch.equal(halves, full)
+    assert torch.equal((x.double() @ w.double().T).float(), full)  # and equal to the exact (float64) sum
