@@ -21,6 +21,8 @@ Shapes: images (P, C, H, W) in [-1, 1]; params (P, nr_mix * (1 + 2C + C(C-1)/2),
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,9 +138,10 @@ class BandedPixelCNNpp:
         return torch.cat([above, value], dim=2)
 
     def _gated(
-        self, block: GatedResnet, x: torch.Tensor, a: torch.Tensor | None, start: int, height: int, level: int
+        self, block: nn.Module, x: torch.Tensor, a: torch.Tensor | None, start: int, height: int, level: int
     ) -> torch.Tensor:
         """GatedResnet.forward on one band, its two context-reading convolutions fed from the caches."""
+        assert isinstance(block, GatedResnet)
         h = self._conv(block.conv_in, concat_elu(self._context(x, start, height, level)))
         if block.skip is not None and a is not None:
             h = h + self._nin(block.skip, concat_elu(a))
@@ -158,7 +161,7 @@ class BandedPixelCNNpp:
     def _conv(conv: nn.Module, window: torch.Tensor, stride: int = 1) -> torch.Tensor:
         """A shifted convolution on a window that already holds its context rows: only horizontal padding."""
         assert isinstance(conv, nn.Conv2d)
-        left, right = conv.shift_pad[0], conv.shift_pad[1]  # type: ignore[index]
+        left, right, _, _ = cast(tuple[int, int, int, int], conv.shift_pad)
         return F.conv2d(F.pad(window, (left, right, 0, 0)), conv.weight, conv.bias, stride=stride)
 
 

@@ -33,7 +33,7 @@ Evaluate = Callable[..., torch.Tensor]
 class MadeSystem:
     unknown_shape: tuple[int, ...] = ()
     dtype = torch.float32
-    methods = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi", "jacobi_split")
+    methods: tuple[str, ...] = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi", "jacobi_split")
 
     def __init__(self, model: MADE, name: str) -> None:
         self.model, self.name = model, name

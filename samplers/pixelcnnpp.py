@@ -29,7 +29,7 @@ from samplers.noise import uniforms
 
 class PixelCNNppSystem:
     dtype = torch.long
-    methods = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
+    methods: tuple[str, ...] = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
 
     def __init__(self, model: PixelCNNpp, name: str, cached: bool = True) -> None:
         self.model, self.name, self.cached = model, name, cached
