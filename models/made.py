@@ -96,14 +96,14 @@ class MADE(nn.Module):
             logits = logits + (self.direct_sum(x) + self.direct.bias)
         return logits
 
-    def hidden_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The masked-MLP part of the logits (everything but the direct term), (B, D)."""
+    def hidden_logits(self, x: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """The masked-MLP part of the logits (everything but the direct term): (B, D), or (B, k) for k columns."""
         h = pad_rows(x)
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = F.relu(h)
-        return h[: x.shape[0]]
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h))
+        last = self.layers[-1]
+        assert isinstance(last, MaskedLinear)
+        return F.linear(h, (last.weight * last.mask)[columns], last.bias[columns])[: x.shape[0]]
 
     def direct_weight(self) -> torch.Tensor:
         """(D, D) strictly lower, on the fixed-point grid (straight-through rounding while training)."""
@@ -113,9 +113,9 @@ class MADE(nn.Module):
         fixed = torch.clamp(torch.round(weight / q) * q, -limit, limit)
         return weight + (fixed - weight).detach() if self.training else fixed
 
-    def direct_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """sum_{s<d} w_ds x_s without bias: exact (order-free) for binary x. (B, D) -> (B, D)."""
-        return F.linear(x, self.direct_weight())
+    def direct_sum(self, x: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """sum_{s<d} w_ds x_s without bias: exact (order-free) for binary x. (B, D) -> (B, D) or (B, k)."""
+        return F.linear(x, self.direct_weight()[columns])
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood in nats per example, (B,), of binary x: (B, D)."""

@@ -11,6 +11,10 @@ will read. So the sequential sampler is the cached one (a band per pixel, not th
 frozen prefix and GS-Jacobi its frozen prefix and everything below its window. Every method computes the same
 banded map, bit for bit.
 
+Modes (all through the same solver loop): "cached" (the default: banded with caches), "banded" (banded, every
+band every time: what the caches save) and "plain" (the textbook sampler: ``model.forward`` on the whole image;
+equal to the banded map only to float32 rounding, so its samples are compared, not assumed equal).
+
 Shapes: x (N, H*W, C) long levels; noise (N, nr_mix + C, H, W) uniforms (mixture choice first, then values).
 """
 
@@ -31,8 +35,10 @@ class PixelCNNppSystem:
     dtype = torch.long
     methods: tuple[str, ...] = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
 
-    def __init__(self, model: PixelCNNpp, name: str, cached: bool = True) -> None:
-        self.model, self.name, self.cached = model, name, cached
+    def __init__(self, model: PixelCNNpp, name: str, mode: str = "cached") -> None:
+        if mode not in ("cached", "banded", "plain"):
+            raise ValueError(f"mode must be cached, banded or plain; got {mode!r}")
+        self.model, self.name, self.mode = model, name, mode
         cfg = model.config
         self.channels, self.size, self.nr_mix = cfg.channels, cfg.image_size, cfg.nr_mix
         self.unknowns = cfg.image_size**2
@@ -65,7 +71,7 @@ class PixelCNNppSystem:
     def band_range(self, cache: BandCache | None, slots: torch.Tensor, span: torch.Tensor | None) -> tuple[int, int]:
         """Bands [first, last) to compute: from the earliest band not cached for every row, to the last read."""
         bands = self.size // BAND
-        if not self.cached or cache is None or span is None:
+        if self.mode != "cached" or cache is None or span is None:
             return 0, bands
         first = int(cache.valid[slots].min()) // BAND
         last_row = -(-int(span[:, 1].max()) // self.size)
@@ -80,6 +86,10 @@ class PixelCNNppSystem:
         span: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n = x.shape[0]
+        if self.mode == "plain":
+            params = self.model(self.to_images(x))
+            levels = dmol_sample(params, noise[:, : self.nr_mix], noise[:, self.nr_mix :], self.nr_mix)
+            return levels.flatten(2).transpose(1, 2)
         if cache is None or slots is None:
             cache, slots, span = self.banded.new_cache(n), torch.arange(n, device=x.device), None
         first, last = self.band_range(cache, slots, span)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from solvers import SolveResult, solve
+from solvers import FixedPointBatch, SolveResult, solve
 
 
 class SamplingSystem(Protocol):
@@ -82,6 +82,7 @@ def solve_system(
     block_size: int | None = None,
     max_iterations: int | None = None,
     x0: torch.Tensor | None = None,
+    callback: Callable[[FixedPointBatch], None] | None = None,
 ) -> SystemSolve:
     """Solve the sampling systems of the given noise rows with ``solvers.solve`` (per-row stopping)."""
 
@@ -95,5 +96,7 @@ def solve_system(
 
     start = system.initial_guess(noise) if x0 is None else x0
     block = block_size or system.block_size
-    result = solve(step, start, method=solver_method, block_size=block, max_iterations=max_iterations)
+    result = solve(
+        step, start, method=solver_method, block_size=block, max_iterations=max_iterations, callback=callback
+    )
     return SystemSolve(result, system.decode(result.x))

@@ -89,7 +89,7 @@ def test_pixelcnnpp_caching_changes_the_work_not_the_answer() -> None:
 
     torch.manual_seed(4)
     model = PixelCNNpp(PixelCNNppConfig(image_size=16, nr_resnet=1, nr_filters=8, nr_mix=3)).eval()
-    cached, uncached = PixelCNNppSystem(model, "m"), PixelCNNppSystem(model, "m", cached=False)
+    cached, uncached = PixelCNNppSystem(model, "m"), PixelCNNppSystem(model, "m", mode="banded")
     with torch.inference_mode():
         noise = cached.draw_noise(5, range(4))
         reference = solve_system(uncached, noise, "sequential").samples

@@ -1,0 +1,257 @@
+"""Sampling benchmark: every method against the strongest sequential baseline, in one run, on one machine.
+
+For each shipped sampler (MADE, PixelCNN++) and batch size it measures: iterations per sample (mean / median /
+max, the confirming pass included), evaluations until the whole batch is done, wall time, speedup against the
+naive sequential sampler and against the strongest one we have, and the fraction of samples bitwise equal to the
+sequential sample with the same noise. Every run goes through ``solvers.solve``: baselines are system variants.
+
+Baselines: MADE "sequential" (784 full passes) and "sequential, cropped outputs" (layers 1-2 full, only logit t
+at step t). PixelCNN++ "sequential, plain forward" (the textbook sampler, one whole-image pass per pixel),
+"sequential, banded" (no cache) and "sequential" (banded with caches: the strongest, and the reference).
+
+    python -m benchmarks.sampling [--quick] [--out benchmarks/results] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.harness import RESULTS, environment, write_json
+from models import data as datasets
+from samplers.auto import TABLE as AUTO_TABLE
+from samplers.engine import Engine
+from samplers.made import MadeSystem
+from samplers.pixelcnnpp import PixelCNNppSystem
+from samplers.system import SamplingSystem, solve_system
+from solvers import FixedPointBatch
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    batches: tuple[int, ...] = (1, 16, 100)
+    seed: int = 0
+    made_repeats: int = 3  # MADE runs are short: median of 3
+    pixel_repeats: int = 1  # PixelCNN++ runs take minutes: one timed run after a warm-up at batch 1
+    plain_steps: int = 784  # the plain PixelCNN++ sampler at batch 100: time this many steps, extrapolate
+    plain_steps_batch100: int = 98
+    snapshot_iterations: tuple[int, ...] = (1, 4, 8, 16, 32, 64, 392)
+    device: str = "cpu"
+    pixel_batches: tuple[int, ...] = field(default=(1, 16, 100))
+
+
+@dataclass
+class Run:
+    label: str
+    method: str  # sampler method passed to solve_system
+    system: SamplingSystem
+    block_size: int | None = None
+    x0: str = "zeros"  # initial guess: zeros | marginal | mode (MADE only)
+    baseline: bool = False
+    max_iterations: int | None = None  # timed prefix of a long baseline, extrapolated to all steps
+
+
+def made_runs(engine: Engine, batch: int) -> list[Run]:
+    model = engine.model("made-fmnist")
+    plain = engine.sampling_system("made-fmnist")
+    cropped = MadeSystem(model, "made-fmnist", crop_outputs=True)  # type: ignore[arg-type]
+    return [
+        Run("sequential", "sequential", plain, baseline=True),
+        Run("sequential, cropped outputs", "sequential", cropped, baseline=True),
+        Run("jacobi", "jacobi", plain),
+        Run("jacobi, x0 = marginal", "jacobi", plain, x0="marginal"),
+        Run("jacobi, x0 = mode", "jacobi", plain, x0="mode"),
+        Run("jacobi_split", "jacobi_split", plain),
+        Run("jacobi_gs (row blocks)", "jacobi_gs", plain, block_size=28),
+        Run("gs_jacobi (15-row window)", "gs_jacobi", plain, block_size=15 * 28),
+    ]
+
+
+def pixel_runs(engine: Engine, batch: int, cfg: SamplingConfig) -> list[Run]:
+    model = engine.model("pixelcnnpp-fmnist")
+    cached = engine.sampling_system("pixelcnnpp-fmnist")
+    banded = PixelCNNppSystem(model, "pixelcnnpp-fmnist", mode="banded")  # type: ignore[arg-type]
+    plain = PixelCNNppSystem(model, "pixelcnnpp-fmnist", mode="plain")  # type: ignore[arg-type]
+    steps = cfg.plain_steps_batch100 if batch >= 100 else cfg.plain_steps
+    runs = [
+        Run("sequential, plain forward", "sequential", plain, baseline=True, max_iterations=min(steps, 784)),
+        Run("sequential (cached)", "sequential", cached, baseline=True),
+        Run("jacobi (cached)", "jacobi", cached),
+        Run("gs_jacobi (2-row window)", "gs_jacobi", cached, block_size=2 * 28),
+        Run("gs_jacobi (4-row window)", "gs_jacobi", cached, block_size=4 * 28),
+        Run("gs_jacobi (8-row window)", "gs_jacobi", cached, block_size=8 * 28),
+        Run("jacobi_gs (row blocks)", "jacobi_gs", cached, block_size=28),
+    ]
+    if batch == 16:  # what the caches save, measured once
+        runs.insert(2, Run("sequential, banded (no cache)", "sequential", banded, baseline=True))
+        runs.append(Run("jacobi, banded (no cache)", "jacobi", banded))
+    return runs
+
+
+def initial_guess(run: Run, system: SamplingSystem, noise: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
+    if run.x0 == "marginal":
+        return (noise < marginal).to(system.dtype)
+    if run.x0 == "mode":
+        return (marginal > 0.5).to(system.dtype).expand(noise.shape[0], -1).clone()
+    return system.initial_guess(noise)
+
+
+def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track: bool) -> dict[str, Any]:
+    """Solve (repeats times), return timings, counts and, if asked, per-iteration statistics."""
+    fraction_final: list[float] = []
+    snapshots: dict[int, list[int]] = {}
+
+    def callback(batch: FixedPointBatch) -> None:
+        fraction_final.append(float(batch.final.double().mean() / batch.length))
+        k = len(fraction_final)  # evaluations so far
+        if k in SNAPSHOTS:
+            snapshots[k] = run.system.decode(batch.x[:1])[0].flatten().tolist()
+
+    times, solved = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        solved = solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0=x0.clone())
+        if noise.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    assert solved is not None
+    if track:  # statistics from an extra, untimed solve
+        solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
+        done = int(solved.result.iterations[0])  # the sample's own last evaluation: later frames repeat it
+        snapshots = {k: v for k, v in snapshots.items() if k < done}
+        snapshots[done] = run.system.decode(solved.result.x[:1])[0].flatten().tolist()
+    return {"seconds": sorted(times)[len(times) // 2], "solved": solved, "fraction_final": fraction_final,
+            "snapshots": snapshots}  # fmt: skip
+
+
+SNAPSHOTS: set[int] = set()
+TRACKED = {"sequential", "jacobi", "jacobi_split", "sequential (cached)", "jacobi (cached)", "gs_jacobi (4-row window)"}
+
+
+def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tqdm) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    train = datasets.binarize(datasets.load_split("train").images) if name.startswith("made") else None
+    marginal = train.mean(0).to(engine.device) if train is not None else torch.zeros(0)
+    batches = cfg.batches if name.startswith("made") else cfg.pixel_batches
+    for batch in batches:
+        runs = made_runs(engine, batch) if name.startswith("made") else pixel_runs(engine, batch, cfg)
+        system = runs[0].system
+        noise = system.draw_noise(cfg.seed, range(batch))
+        repeats = cfg.made_repeats if name.startswith("made") else cfg.pixel_repeats
+        with torch.inference_mode():
+            solve_system(runs[-1].system, noise[:1], runs[-1].method, runs[-1].block_size)  # warm-up
+            reference = None
+            results = []
+            for run in runs:
+                x0 = initial_guess(run, run.system, noise, marginal)
+                track = batch == 16 and run.label in TRACKED
+                out = measure(run, noise, x0, repeats, track)
+                solved = out["solved"]
+                if run.label in ("sequential", "sequential (cached)"):
+                    reference = solved.samples
+                results.append((run, out))
+                progress.update()
+            assert reference is not None
+            naive = next(out["seconds"] * 784 / max(int(out["solved"].result.iterations.max()), 1)
+                         for run, out in results if run.baseline)  # fmt: skip
+            strongest = min(out["seconds"] * 784 / int(out["solved"].result.iterations.max())
+                            for run, out in results if run.baseline)  # fmt: skip
+            for run, out in results:
+                solved = out["solved"]
+                it = solved.result.iterations.double()
+                complete = int(it.max()) >= 784 or bool(solved.result.converged.all())
+                seconds = out["seconds"] if complete else out["seconds"] * 784 / int(it.max())
+                equal = (solved.samples == reference).flatten(1).all(1).double().mean().item() if complete else None
+                rows.append({
+                    "model": name, "batch": batch, "run": run.label, "method": run.method,
+                    "block_size": run.block_size, "x0": run.x0, "baseline": run.baseline,
+                    "iterations_mean": round(it.mean().item(), 2), "iterations_median": it.median().item(),
+                    "iterations_max": int(it.max()), "evaluations": solved.result.evaluations,
+                    "seconds": round(seconds, 4), "extrapolated": not complete,
+                    "speedup_vs_naive": round(naive / seconds, 2),
+                    "speedup_vs_strongest_sequential": round(strongest / seconds, 2),
+                    "equal_fraction": equal, "converged": bool(solved.result.converged.all()) if complete else None,
+                    "iterations": solved.result.iterations.tolist(),
+                    "fraction_final": out["fraction_final"], "snapshots": out["snapshots"],
+                })  # fmt: skip
+    return rows
+
+
+def pick_auto(rows: list[dict[str, Any]], device: str) -> dict[str, dict[str, str]]:
+    """Per family: the exact, API-reachable method with the least total time over the measured batch sizes."""
+    table: dict[str, dict[str, str]] = {}
+    if AUTO_TABLE.exists():
+        table = json.loads(AUTO_TABLE.read_text())
+    for family, model in (("made", "made-fmnist"), ("pixelcnnpp", "pixelcnnpp-fmnist")):
+        totals: dict[str, float] = {}
+        for r in rows:
+            default_variant = r["x0"] == "zeros" and "banded" not in r["run"] and "plain" not in r["run"]
+            if r["model"] == model and default_variant and r["equal_fraction"] == 1.0 and "cropped" not in r["run"]:
+                key = r["method"] if r["method"] != "gs_jacobi" else f"gs_jacobi:{r['block_size']}"
+                totals[key] = totals.get(key, 0.0) + r["seconds"]
+        if totals:
+            best = min(totals, key=lambda k: totals[k])
+            table.setdefault(family, {})[device] = best
+    return table
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | batch | run | iterations mean / median / max | batch done | wall s | vs naive"
+        " | vs strongest seq | bitwise equal |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        equal = "n/a" if r["equal_fraction"] is None else f"{r['equal_fraction']:.0%}"
+        star = " (extrapolated)" if r["extrapolated"] else ""
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['run']} | {r['iterations_mean']} / {r['iterations_median']:.0f} / "
+            f"{r['iterations_max']} | {r['evaluations']} | {r['seconds']:.3f}{star} | {r['speedup_vs_naive']}x | "
+            f"{r['speedup_vs_strongest_sequential']}x | {equal} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 1 and 16, PixelCNN++ at batch 1 only")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=["made-fmnist", "pixelcnnpp-fmnist"])
+    parser.add_argument("--write-auto", action="store_true", help="record the fastest exact methods for 'auto'")
+    args = parser.parse_args(argv)
+    cfg = SamplingConfig(device=args.device)
+    if args.quick:
+        cfg = SamplingConfig(batches=(1, 16), pixel_batches=(1,), made_repeats=1, device=args.device)
+    SNAPSHOTS.update(cfg.snapshot_iterations)
+    engine = Engine(args.device)
+    total = sum(len(made_runs(engine, b)) if m.startswith("made") else len(pixel_runs(engine, b, cfg))
+                for m in args.models for b in (cfg.batches if m.startswith("made") else cfg.pixel_batches))  # fmt: skip
+    progress = tqdm(total=total, desc="sampling", unit="run")
+    rows = [row for name in args.models for row in benchmark_model(engine, name, cfg, progress)]
+    progress.close()
+    env = environment(str(engine.device))
+    payload = {"benchmark": "sampling", "config": asdict(cfg), "environment": env, "results": rows}
+    suffix = "-quick" if args.quick else ""
+    path = write_json(f"sampling{suffix}-{engine.device.type}", payload, args.out)
+    from benchmarks.sampling_plots import plot_all
+
+    for picture in plot_all(payload, args.out, f"sampling{suffix}-{engine.device.type}"):
+        print(f"wrote {picture}")
+    if args.write_auto:
+        AUTO_TABLE.write_text(json.dumps(pick_auto(rows, engine.device.type), indent=2) + "\n")
+        print(f"wrote {AUTO_TABLE}")
+    print(table(rows))
+    print(f"\nwrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
