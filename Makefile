@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 # Exact pin: the CPU build on this machine; a loose spec would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (IDX files); PARAFEED_DATA overrides it.
+DATA_DIR := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format bench setup clean
+.PHONY: run test lint format bench setup data clean
 
 setup: $(STAMP)
 
@@ -19,12 +22,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+## data: install the Fashion-MNIST package when neither it nor PARAFEED_DATA is there
+data:
+	@if [ -n "$$PARAFEED_DATA" ] || [ -f $(DATA_DIR)/t10k-images-idx3-ubyte.gz ]; then :; else \
+		echo "installing Debian package dataset-fashion-mnist"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+
 ## run: the main job (for now: the solver benchmark at quick size, printed as a table)
 run: setup
 	$(VENV)/bin/parafeed bench --quick --out $(CURDIR)/runs/bench
 
 ## test: lint + type check + the whole test suite (what CI runs)
-test: setup lint
+test: setup data lint
 	$(PY) -m pytest
 
 lint: setup
