@@ -93,6 +93,40 @@ class RecurrentRegressor(nn.Module):
         """Per-sequence mean squared error over the T predictions, (B,)."""
         return ((self(x) - x) ** 2).mean(dim=1)
 
+    def step_backward(
+        self, x: torch.Tensor, h: torch.Tensor, g_next: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Backward through every step at once, given dL/dh_{t+1}, without forming Jacobians.
+
+        x: (..., ) inputs x_t; h: (..., H) states h_t; g_next: (..., H) = dL/dh_{t+1}.
+        Returns (J_t^T g_next (..., H); per-step parameter gradients keyed like ``named_parameters`` (summed by the
+        caller); dL/dx_t through the step (..., )). The batched reductions of Song et al. (sec. 4.3).
+        """
+        if self.config.cell == "softplus":
+            pre = F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
+            e = torch.sigmoid(pre) * g_next  # dL/da_t
+            grads = {"w_h": e[..., :, None] * h[..., None, :], "w_x": (e * x[..., None])[..., None], "b": e}
+            return e @ self.w_h, grads, e @ self.w_x[:, 0]
+        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
+        gi = F.linear(x[..., None], w_ih, b_ih)
+        gh = F.linear(h, w_hh, b_hh)
+        ir, iz, in_ = gi.chunk(3, dim=-1)
+        hr, hz, hn = gh.chunk(3, dim=-1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        n = torch.tanh(in_ + r * hn)
+        d_npre = g_next * (1 - z) * (1 - n * n)
+        d_r = d_npre * hn * r * (1 - r)
+        d_z = g_next * (h - n) * z * (1 - z)
+        d_gi = torch.cat([d_r, d_z, d_npre], dim=-1)  # dL/d(W_ih x + b_ih), gates [r, z, n]
+        d_gh = torch.cat([d_r, d_z, d_npre * r], dim=-1)  # dL/d(W_hh h + b_hh)
+        grads = {
+            "gru.weight_ih_l0": d_gi[..., :, None] * x[..., None, None],
+            "gru.weight_hh_l0": d_gh[..., :, None] * h[..., None, :],
+            "gru.bias_ih_l0": d_gi,
+            "gru.bias_hh_l0": d_gh,
+        }
+        return d_gh @ w_hh + g_next * z, grads, (d_gi @ w_ih)[..., 0]
+
     def step_jacobian(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """dh'/dh of one step for every row: x_t (..., ), h (..., H) -> (..., H, H), computed in closed form."""
         if self.config.cell == "softplus":

@@ -1,0 +1,164 @@
+"""RNN gradients as a triangular linear system: ordinary BPTT, Jacobi (= truncated BPTT) and a parallel scan.
+
+For the next-pixel regressors of ``models.rnn`` with states h_0..h_T and loss L, let g_t = dL/dh_t. Then
+    g_t = c_t + J_t^T g_{t+1},   g_T = c_T = 0,   c_t = W_o^T dL/do_t,   J_t = dh_{t+1}/dh_t,
+an upper block-bidiagonal system (Naumov 2017, arXiv 1712.06577; Song et al. 2021, arXiv 2002.03629, sec. 4.3).
+- ``sequential``: ordinary autograd BPTT on the model (the reference).
+- ``jacobi``: ``solvers.solve`` on the time-reversed system; one iteration is one batched vector-Jacobian
+  product over all T steps (matrix-free). n iterations from zero are exactly n-step truncated BPTT; exact once
+  the prefix is certified (at most T iterations). With ``max_iterations`` < that, the answer says ``exact: false``.
+- ``scan``: ``solvers.scan.linear_scan`` on the explicit Jacobians, exact in ceil(log2 T) levels.
+Parameter gradients then come from batched reductions over (B, T) of per-step contributions.
+
+Shapes: x (B, T) pixels in [0, 1]; states (B, T+1, H); g (B, T, H) = g_1..g_T.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models.rnn import RecurrentRegressor
+from solvers import solve
+from solvers.scan import linear_scan
+
+GRADIENT_METHODS = ("sequential", "jacobi", "scan", "auto")
+
+
+@dataclass(frozen=True)
+class GradientResult:
+    loss: float
+    gradients: dict[str, torch.Tensor]  # name -> gradient, same shape as the parameter (or (B, T) for inputs)
+    iterations: int  # sequential steps of the method: T (sequential), Jacobi evaluations, or scan levels
+    exact: bool  # the solve is the full BPTT gradient (to rounding); False for truncated Jacobi
+    residual: float  # max |g_t - c_t - J_t^T g_{t+1}| of the returned g (0 for autograd)
+    method: str
+
+
+def autograd_gradient(model: RecurrentRegressor, x: torch.Tensor, wrt: str) -> tuple[float, dict[str, torch.Tensor]]:
+    """Ordinary backpropagation through time."""
+    with torch.enable_grad():
+        inputs = x.detach().clone().requires_grad_(wrt == "inputs")
+        params = dict(model.named_parameters())
+        loss = model.loss(inputs).mean()
+        targets = [inputs] if wrt == "inputs" else list(params.values())
+        grads = torch.autograd.grad(loss, targets)
+    names = ["inputs"] if wrt == "inputs" else list(params)
+    return float(loss.detach()), dict(zip(names, grads, strict=True))
+
+
+class BackwardSystem:
+    """The linear system g_t = c_t + J_t^T g_{t+1} of one batch, with everything the solvers need."""
+
+    def __init__(self, model: RecurrentRegressor, x: torch.Tensor) -> None:
+        self.model, self.x = model, x
+        batch, length = x.shape
+        with torch.no_grad():
+            self.states = model.hidden_states(x)  # (B, T+1, H)
+            predictions = model.predict(self.states)  # (B, T)
+            self.loss = float(((predictions - x) ** 2).mean())
+            self.d_out = 2.0 * (predictions - x) / (batch * length)  # dL/do_t, t = 0..T-1
+            direct = self.d_out[..., None] * model.readout.weight[0]  # c_t for t = 0..T-1
+            # Unknowns g_1..g_T: c_1..c_{T-1}, then c_T = 0 (h_T predicts nothing).
+            self.c = torch.cat([direct[:, 1:], torch.zeros_like(direct[:, :1])], dim=1)
+
+    @torch.no_grad()
+    def vjp(self, g: torch.Tensor) -> torch.Tensor:
+        """(J_t^T g_{t+1}) for t = 1..T given g = g_1..g_T; the term for t = T is 0. (B, T, H)."""
+        x_t, h_t = self.x[:, 1:], self.states[:, 1:-1]  # steps t = 1..T-1: h_{t+1} = cell(x_t, h_t)
+        out, _, _ = self.model.step_backward(x_t, h_t, g[:, 1:])
+        return torch.cat([out, torch.zeros_like(g[:, :1])], dim=1)
+
+    @torch.no_grad()
+    def residual(self, g: torch.Tensor) -> float:
+        return float((g - self.c - self.vjp(g)).abs().max()) if g.numel() else 0.0
+
+    @torch.no_grad()
+    def jacobians(self) -> torch.Tensor:
+        """A_t = J_t^T for t = 1..T (A_T = 0), (B, T, H, H), for the scan."""
+        x_t, h_t = self.x[:, 1:], self.states[:, 1:-1]
+        jt = self.model.step_jacobian(x_t, h_t).transpose(-1, -2)
+        return torch.cat([jt, torch.zeros_like(jt[:, :1])], dim=1)
+
+    @torch.no_grad()
+    def gradients(self, g: torch.Tensor, wrt: str) -> dict[str, torch.Tensor]:
+        """Batched reductions: every parameter's gradient from g_1..g_T (or dL/dx)."""
+        model, x, states = self.model, self.x, self.states
+        _, step_grads, d_x = model.step_backward(x, states[:, :-1], g)  # steps t = 0..T-1, g_{t+1}
+        if wrt == "inputs":
+            return {"inputs": d_x - self.d_out}  # through the steps, and as the regression target
+        grads = {name: value.sum(dim=(0, 1)) for name, value in step_grads.items()}
+        h_pred = states[:, :-1]
+        grads["readout.weight"] = (self.d_out[..., None] * h_pred).sum(dim=(0, 1))[None]
+        grads["readout.bias"] = self.d_out.sum().reshape(1)
+        return {name: grads[name] for name, _ in model.named_parameters()}
+
+
+def jacobi_solve(system: BackwardSystem, max_iterations: int | None) -> tuple[torch.Tensor, int, bool]:
+    """Jacobi on the time-reversed (lower-triangular) system through the one solver loop of ``solvers``."""
+    c_rev = system.c.flip(1)
+
+    def step(g_rev: torch.Tensor) -> torch.Tensor:
+        return c_rev + system.vjp(g_rev.flip(1)).flip(1)
+
+    result = solve(step, torch.zeros_like(c_rev), method="jacobi", max_iterations=max_iterations)
+    return result.x.flip(1), int(result.iterations.max()) if result.iterations.numel() else 0, result.all_converged
+
+
+def rnn_gradient(
+    model: RecurrentRegressor, x: torch.Tensor, method: str = "scan", wrt: str = "params",
+    max_iterations: int | None = None,
+) -> GradientResult:  # fmt: skip
+    """Gradient of the mean loss over the batch x: (B, T) by the chosen method."""
+    if wrt not in ("params", "inputs"):
+        raise ValueError(f"wrt must be 'params' or 'inputs'; got {wrt!r}")
+    if method not in GRADIENT_METHODS or method == "auto":
+        raise ValueError(f"method must be one of sequential, jacobi, scan; got {method!r}")
+    length = x.shape[1]
+    if method == "sequential":
+        loss, grads = autograd_gradient(model, x, wrt)
+        return GradientResult(loss, grads, length, True, 0.0, method)
+    system = BackwardSystem(model, x)
+    with torch.no_grad():
+        if method == "jacobi":
+            g, iterations, exact = jacobi_solve(system, max_iterations)
+        else:
+            scanned = linear_scan(system.jacobians(), system.c, reverse=True)
+            g, iterations, exact = scanned.h, scanned.levels, True
+        return GradientResult(system.loss, system.gradients(g, wrt), iterations, exact, system.residual(g), method)
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a) if a else 0.0
+
+
+def gradient_body(
+    model: RecurrentRegressor, name: str, x: torch.Tensor, method: str, wrt: str, max_iterations: int | None,
+    verify: bool, device_type: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON body of POST /gradient (DESIGN.md section 4)."""
+    from samplers.auto import pick_method
+
+    used = pick_method("rnn-gradient", device_type, fallback="sequential") if method == "auto" else method
+    start = time.perf_counter()
+    result = rnn_gradient(model, x, used, wrt, max_iterations)
+    compute = (time.perf_counter() - start) * 1000
+    verified = None
+    if verify:
+        _, reference = autograd_gradient(model, x, wrt)
+        verified = {"max_abs_diff": max_abs_diff(result.gradients, reference)}
+    return {
+        "model": name,
+        "method": used,
+        "loss": result.loss,
+        "gradients": {k: {"shape": list(v.shape), "data": v.flatten().tolist()} for k, v in result.gradients.items()},
+        "iterations": result.iterations,
+        "sequential_steps": x.shape[1],
+        "residual": result.residual,
+        "exact": result.exact,
+        "verified": verified,
+        "timings_ms": {"queue": 0.0, "compute": round(compute, 3)},
+    }
