@@ -43,9 +43,9 @@ def describe(entry: Entry) -> ModelInfo:
     elif family == "densenet":
         layers = list(cfg.get("block_layers", [6, 6, 6]))
         shape, steps = [int(cfg.get("in_channels", 1)), 28, 28], int(sum(layers))
-        methods = ["sequential", "jacobi", "auto"]
+        methods = ["sequential", "jacobi", "auto"]  # /infer
     else:
         size = int(cfg.get("image_size", 10))
         shape, steps = [size * size], size * size
-        methods = ["sequential", "jacobi", "scan", "auto"]
+        methods = ["sequential", "jacobi", "scan", "auto"]  # /gradient (and /infer: sequential, jacobi)
     return ModelInfo(entry.name, KIND_OF[family], family, shape, steps, methods, entry.description)

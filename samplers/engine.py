@@ -31,6 +31,7 @@ class Engine:
         self.entries = read_manifest(registry)
         self._models: dict[str, torch.nn.Module] = {}
         self._systems: dict[str, SamplingSystem] = {}
+        self._dense: dict[str, Any] = {}
 
     def models(self) -> list[ModelInfo]:
         return [describe(entry) for entry in self.entries.values()]
@@ -55,6 +56,49 @@ class Engine:
             system: SamplingSystem = MadeSystem(model, name) if info.family == "made" else PixelCNNppSystem(model, name)
             self._systems[name] = system
         return self._systems[name]
+
+    def test_inputs(self, name: str, batch: int, seed: int) -> torch.Tensor:
+        """``batch`` test-set inputs for the model, picked by ``seed`` and prepared as it trained on them."""
+        from models import data as datasets
+        from models.tasks import get_task
+
+        split = datasets.load_split("test")
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:batch]
+        return get_task(self.info(name).family).prepare(split.subset(order))[0].to(self.device)
+
+    def gradient(
+        self, name: str, inputs: torch.Tensor, method: str = "auto", wrt: str = "params",
+        max_iterations: int | None = None, verify: bool = False, targets: torch.Tensor | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The body of POST /gradient. inputs, targets: (B, T) sequences in [0, 1]."""
+        from samplers.gradients import gradient_body
+
+        info = self.info(name)
+        if info.kind != "sequence":
+            raise WrongKindError(f"model {name!r} is a {info.kind}; gradients are served for sequence models")
+        model: Any = self.model(name)
+        return gradient_body(model, name, inputs, method, wrt, max_iterations, verify, self.device.type, targets)
+
+    def infer(
+        self, name: str, inputs: torch.Tensor, method: str = "auto", tol: float = 0.0,
+        max_iterations: int | None = None, verify: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The body of POST /infer: a classifier's logits or a sequence model's next-pixel predictions."""
+        from samplers import dense, sequence
+        from samplers.auto import pick_method
+
+        info = self.info(name)
+        if info.kind == "sampler":
+            raise WrongKindError(f"model {name!r} is a sampler; use /sample")
+        used = (
+            pick_method(f"{info.family}-infer", self.device.type, fallback="sequential") if method == "auto" else method
+        )
+        model: Any = self.model(name)
+        if info.kind == "classifier":
+            if name not in self._dense:
+                self._dense[name] = dense.DenseSystem(model)
+            return dense.infer_body(self._dense[name], name, inputs, used, tol, max_iterations, verify)
+        return sequence.infer_body(model, name, inputs, used, tol, max_iterations, verify)
 
     def load_all(self) -> None:
         """Load every registered model now (the server does this at start-up, so /readyz means ready)."""

@@ -38,14 +38,17 @@ class GradientResult:
     method: str
 
 
-def autograd_gradient(model: RecurrentRegressor, x: torch.Tensor, wrt: str) -> tuple[float, dict[str, torch.Tensor]]:
-    """Ordinary backpropagation through time."""
+def autograd_gradient(
+    model: RecurrentRegressor, x: torch.Tensor, wrt: str, targets: torch.Tensor | None = None
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Ordinary backpropagation through time. targets: (B, T), default the inputs (next-pixel regression)."""
     with torch.enable_grad():
         inputs = x.detach().clone().requires_grad_(wrt == "inputs")
         params = dict(model.named_parameters())
-        loss = model.loss(inputs).mean()
-        targets = [inputs] if wrt == "inputs" else list(params.values())
-        grads = torch.autograd.grad(loss, targets)
+        wanted = inputs if targets is None else targets
+        loss = ((model(inputs) - wanted) ** 2).mean()
+        leaves = [inputs] if wrt == "inputs" else list(params.values())
+        grads = torch.autograd.grad(loss, leaves)
     names = ["inputs"] if wrt == "inputs" else list(params)
     return float(loss.detach()), dict(zip(names, grads, strict=True))
 
@@ -53,14 +56,15 @@ def autograd_gradient(model: RecurrentRegressor, x: torch.Tensor, wrt: str) -> t
 class BackwardSystem:
     """The linear system g_t = c_t + J_t^T g_{t+1} of one batch, with everything the solvers need."""
 
-    def __init__(self, model: RecurrentRegressor, x: torch.Tensor) -> None:
-        self.model, self.x = model, x
+    def __init__(self, model: RecurrentRegressor, x: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+        self.model, self.x, self.own_targets = model, x, targets is None
         batch, length = x.shape
+        wanted = x if targets is None else targets
         with torch.no_grad():
             self.states = model.hidden_states(x)  # (B, T+1, H)
             predictions = model.predict(self.states)  # (B, T)
-            self.loss = float(((predictions - x) ** 2).mean())
-            self.d_out = 2.0 * (predictions - x) / (batch * length)  # dL/do_t, t = 0..T-1
+            self.loss = float(((predictions - wanted) ** 2).mean())
+            self.d_out = 2.0 * (predictions - wanted) / (batch * length)  # dL/do_t, t = 0..T-1
             direct = self.d_out[..., None] * model.readout.weight[0]  # c_t for t = 0..T-1
             # Unknowns g_1..g_T: c_1..c_{T-1}, then c_T = 0 (h_T predicts nothing).
             self.c = torch.cat([direct[:, 1:], torch.zeros_like(direct[:, :1])], dim=1)
@@ -88,8 +92,8 @@ class BackwardSystem:
         """Batched reductions: every parameter's gradient from g_1..g_T (or dL/dx)."""
         model, x, states = self.model, self.x, self.states
         _, step_grads, d_x = model.step_backward(x, states[:, :-1], g)  # steps t = 0..T-1, g_{t+1}
-        if wrt == "inputs":
-            return {"inputs": d_x - self.d_out}  # through the steps, and as the regression target
+        if wrt == "inputs":  # through the steps, and (next-pixel regression) as the regression target
+            return {"inputs": d_x - self.d_out if self.own_targets else d_x}
         grads = {name: value.sum(dim=(0, 1)) for name, value in step_grads.items()}
         h_pred = states[:, :-1]
         grads["readout.weight"] = (self.d_out[..., None] * h_pred).sum(dim=(0, 1))[None]
@@ -110,18 +114,18 @@ def jacobi_solve(system: BackwardSystem, max_iterations: int | None) -> tuple[to
 
 def rnn_gradient(
     model: RecurrentRegressor, x: torch.Tensor, method: str = "scan", wrt: str = "params",
-    max_iterations: int | None = None,
+    max_iterations: int | None = None, targets: torch.Tensor | None = None,
 ) -> GradientResult:  # fmt: skip
-    """Gradient of the mean loss over the batch x: (B, T) by the chosen method."""
+    """Gradient of the mean loss over the batch x: (B, T) (targets: default x itself) by the chosen method."""
     if wrt not in ("params", "inputs"):
         raise ValueError(f"wrt must be 'params' or 'inputs'; got {wrt!r}")
     if method not in GRADIENT_METHODS or method == "auto":
         raise ValueError(f"method must be one of sequential, jacobi, scan; got {method!r}")
     length = x.shape[1]
     if method == "sequential":
-        loss, grads = autograd_gradient(model, x, wrt)
+        loss, grads = autograd_gradient(model, x, wrt, targets)
         return GradientResult(loss, grads, length, True, 0.0, method)
-    system = BackwardSystem(model, x)
+    system = BackwardSystem(model, x, targets)
     with torch.no_grad():
         if method == "jacobi":
             g, iterations, exact = jacobi_solve(system, max_iterations)
@@ -137,18 +141,18 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 def gradient_body(
     model: RecurrentRegressor, name: str, x: torch.Tensor, method: str, wrt: str, max_iterations: int | None,
-    verify: bool, device_type: str,
+    verify: bool, device_type: str, targets: torch.Tensor | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of POST /gradient (DESIGN.md section 4)."""
     from samplers.auto import pick_method
 
     used = pick_method("rnn-gradient", device_type, fallback="sequential") if method == "auto" else method
     start = time.perf_counter()
-    result = rnn_gradient(model, x, used, wrt, max_iterations)
+    result = rnn_gradient(model, x, used, wrt, max_iterations, targets)
     compute = (time.perf_counter() - start) * 1000
     verified = None
     if verify:
-        _, reference = autograd_gradient(model, x, wrt)
+        _, reference = autograd_gradient(model, x, wrt, targets)
         verified = {"max_abs_diff": max_abs_diff(result.gradients, reference)}
     return {
         "model": name,
