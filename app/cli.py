@@ -138,6 +138,45 @@ def _sample(args: argparse.Namespace) -> int:
     return 0 if body["verified"] is not False else 1
 
 
+def _gradient(args: argparse.Namespace) -> int:
+    from samplers.engine import Engine
+
+    engine = Engine(args.device, args.registry)
+    inputs = engine.test_inputs(args.model, args.batch, args.seed)
+    body = engine.gradient(args.model, inputs, args.method, args.wrt, args.max_iterations, args.verify)
+    if args.json:
+        _print_json(body)
+        return 0
+    sizes = ", ".join(f"{k} {tuple(v['shape'])}" for k, v in body["gradients"].items())
+    verified = "" if body["verified"] is None else f"; max |diff| vs autograd {body['verified']['max_abs_diff']:.2e}"
+    print(
+        f"{body['model']} loss {body['loss']:.6f} by {body['method']}: {body['iterations']} sequential steps "
+        f"(ordinary BPTT: {body['sequential_steps']}), exact={body['exact']}, residual {body['residual']:.1e}, "
+        f"compute {body['timings_ms']['compute']:.0f} ms{verified}\n  gradients: {sizes}"
+    )
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from samplers.engine import Engine
+
+    engine = Engine(args.device, args.registry)
+    inputs = engine.test_inputs(args.model, args.batch, args.seed)
+    body = engine.infer(args.model, inputs, args.method, args.tol, args.max_iterations, args.verify)
+    if args.json:
+        _print_json(body)
+        return 0
+    its = body["iterations"]
+    verified = "" if body["verified"] is None else f"; max |diff| vs sequential {body['verified']['max_abs_diff']:.2e}"
+    shown = body["predictions"] if isinstance(body["predictions"][0], int) else "next-pixel predictions"
+    print(
+        f"{body['model']} by {body['method']}: iterations mean {sum(its) / len(its):.1f}, max {max(its)} of "
+        f"{body['sequential_steps']}; exact={body['exact']}, residual {body['residual']:.1e}, compute "
+        f"{body['timings_ms']['compute']:.0f} ms{verified}\n  predictions: {shown}"
+    )
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from models.registry import publish
 
@@ -210,6 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, help="also write the samples as a PNG grid")
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     sample.add_argument("--registry", type=Path, help=registry_help)
+
+    gradient = command("gradient", _gradient, "gradients of a sequence model on test-set inputs")
+    gradient.add_argument("model")
+    gradient.add_argument("--method", default="auto", choices=["sequential", "jacobi", "scan", "auto"])
+    gradient.add_argument("--batch", type=int, default=4)
+    gradient.add_argument("--seed", type=int, default=0, help="picks the test-set inputs")
+    gradient.add_argument("--wrt", default="params", choices=["params", "inputs"])
+    gradient.add_argument("--max-iterations", type=int, help="jacobi: n iterations = n-step truncated BPTT")
+    gradient.add_argument("--verify", action="store_true", help="also run autograd and report max |diff|")
+    gradient.add_argument("--json", action="store_true", help="print the POST /gradient response body")
+    gradient.add_argument("--device", default="auto")
+    gradient.add_argument("--registry", type=Path, help=registry_help)
+
+    infer = command("infer", _infer, "forward a classifier or sequence model through the solvers")
+    infer.add_argument("model")
+    infer.add_argument("--method", default="auto", choices=["sequential", "jacobi", "auto"])
+    infer.add_argument("--batch", type=int, default=4)
+    infer.add_argument("--seed", type=int, default=0, help="picks the test-set inputs")
+    infer.add_argument("--tol", type=float, default=0.0, help="stop when iterates agree within tol (inexact)")
+    infer.add_argument("--max-iterations", type=int)
+    infer.add_argument("--verify", action="store_true", help="also run the sequential forward and compare")
+    infer.add_argument("--json", action="store_true", help="print the POST /infer response body")
+    infer.add_argument("--device", default="auto")
+    infer.add_argument("--registry", type=Path, help=registry_help)
 
     pub = command("publish", _publish, "register a trained checkpoint (evaluates it, records its checksum)")
     pub.add_argument("checkpoint", type=Path)

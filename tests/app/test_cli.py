@@ -67,3 +67,18 @@ def test_images_writes_a_grid(tmp_path: Path) -> None:
     out = tmp_path / "test.png"
     assert main(["images", "-n", "16", "--out", str(out)]) == 0
     assert Image.open(out).size == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
+
+
+def test_gradient_and_infer_json(capsys: pytest.CaptureFixture[str], registry: Path) -> None:
+    common = ["--batch", "3", "--seed", "3", "--json", "--registry", str(registry)]
+    scan = run_json(capsys, "gradient", "rnn-tiny", "--method", "scan", *common)
+    sequential = run_json(capsys, "gradient", "rnn-tiny", "--method", "sequential", *common)
+    assert isinstance(scan, dict)
+    assert isinstance(sequential, dict)
+    for name, grad in scan["gradients"].items():
+        other = sequential["gradients"][name]["data"]
+        assert max(abs(a - b) for a, b in zip(grad["data"], other, strict=True)) <= 1e-5
+    infer = run_json(capsys, "infer", "densenet-tiny", "--method", "jacobi", "--verify", *common)
+    assert isinstance(infer, dict)
+    assert infer["verified"]["equal"] is True
+    assert len(infer["predictions"]) == 3

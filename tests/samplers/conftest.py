@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from models.checkpoint import config_to_dict, save_model, sha256
+from models.densenet import DenseNet, DenseNetConfig
 from models.made import MADE, MADEConfig
 from models.pixelcnnpp import PixelCNNpp, PixelCNNppConfig
 from models.registry import Entry, write_manifest
+from models.rnn import RecurrentRegressor, RNNConfig
 
 TINY = {
     "made-tiny": ("made", MADE, MADEConfig(input_size=64, hidden_sizes=(48, 48), image_shape=(1, 8, 8))),
@@ -22,6 +24,9 @@ TINY = {
         PixelCNNpp,
         PixelCNNppConfig(channels=3, image_size=8, nr_resnet=1, nr_filters=8, nr_mix=2),
     ),
+    "densenet-tiny": ("densenet", DenseNet, DenseNetConfig(growth=4, block_layers=(2, 3, 2), bottleneck=2)),
+    "rnn-tiny": ("rnn", RecurrentRegressor, RNNConfig(hidden_size=8, image_size=5)),
+    "gru-tiny": ("gru", RecurrentRegressor, RNNConfig(cell="gru", hidden_size=6, image_size=6)),
 }
 
 
