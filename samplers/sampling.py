@@ -1,14 +1,17 @@
 """``sample``: a request for samples -> solved systems -> the JSON body of POST /sample (DESIGN.md section 4).
 
-The CLI's ``parafeed sample --json`` prints exactly this body. Sample i of a request is a pure function of
+Three steps, shared by the library call and the server worker (which interleaves the middle one with other
+requests' rows): ``prepare`` (resolve method and seed, draw the noise), solving (``solve_system`` here; the
+worker's iteration-level batch there), and ``sample_body``. Sample i of a request is a pure function of
 (model, seed, i), the same for every method; ``verify`` re-solves with the sequential method and the same noise
-and reports bitwise equality per sample.
+and reports bitwise equality per sample. The CLI's ``parafeed sample --json`` prints exactly this body.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +23,43 @@ from samplers.noise import random_seed
 from samplers.system import SamplingSystem, solve_system
 
 
+@dataclass(frozen=True)
+class PreparedSample:
+    model: str
+    system: SamplingSystem
+    method: str  # resolved ("auto" replaced by the measured choice)
+    seed: int
+    noise: torch.Tensor  # (N, ...) fixed noise of samples 0..N-1
+    block_size: int | None
+    max_iterations: int | None
+    verify: bool
+    output_format: str
+
+
+def resolve_method(engine: Engine, model: str, method: str) -> tuple[str, int | None]:
+    """ "auto" -> (the measured fastest exact method, its block size or None); others unchanged."""
+    if method != "auto":
+        return method, None
+    picked = pick_method(engine.info(model).family, engine.device.type)
+    name, _, block = picked.partition(":")  # e.g. "gs_jacobi:112"
+    return name, int(block) if block else None
+
+
+def prepare(
+    engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
+    block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
+    output_format: str = "array",
+) -> PreparedSample:  # fmt: skip
+    system = engine.sampling_system(model)
+    used, auto_block = resolve_method(engine, model, method)
+    if used not in system.methods:
+        raise ValueError(f"method must be one of {', '.join(system.methods)}, auto for {model}; got {method!r}")
+    seed = random_seed() if seed is None else seed
+    noise = system.draw_noise(seed, range(num_samples))
+    block = block_size or auto_block
+    return PreparedSample(model, system, used, seed, noise, block, max_iterations, verify, output_format)
+
+
 def encode_samples(samples: torch.Tensor, output_format: str, binary: bool) -> list[Any]:
     """(N, C, H, W) integer images -> nested lists of ints, or base64 PNG strings (binary images as 0/255)."""
     if output_format == "png":
@@ -28,62 +68,47 @@ def encode_samples(samples: torch.Tensor, output_format: str, binary: bool) -> l
     return samples.cpu().tolist()
 
 
-def run_sampling(
-    system: SamplingSystem,
-    noise: torch.Tensor,
-    method: str,
-    block_size: int | None,
-    max_iterations: int | None,
-    verify: bool,
-) -> dict[str, Any]:
-    """Solve and (optionally) verify; returns samples, iterations, convergence and timings, no encoding."""
-    start = time.perf_counter()
+def verify_samples(prepared: PreparedSample, samples: torch.Tensor) -> list[bool]:
+    """Per sample: bitwise equal to the sequential sampler with the same noise?"""
     with torch.inference_mode():
-        solved = solve_system(system, noise, method, block_size, max_iterations)
-        if noise.device.type == "cuda":
-            torch.cuda.synchronize()
-        compute = time.perf_counter() - start
-        per_sample: list[bool] | None = None
-        if verify:
-            reference = solved if method == "sequential" else solve_system(system, noise, "sequential")
-            per_sample = (solved.samples == reference.samples).flatten(1).all(dim=1).tolist()
-    return {
-        "samples": solved.samples,
-        "iterations": solved.result.iterations.tolist(),
-        "converged": bool(solved.result.converged.all()),
-        "verified_per_sample": per_sample,
-        "compute_ms": compute * 1000,
-    }
+        reference = solve_system(prepared.system, prepared.noise, "sequential").samples
+    return (samples.cpu() == reference.cpu()).flatten(1).all(dim=1).tolist()
 
 
-def sample(
-    engine: Engine,
-    model: str,
-    num_samples: int = 4,
-    method: str = "auto",
-    seed: int | None = None,
-    block_size: int | None = None,
-    max_iterations: int | None = None,
-    verify: bool = False,
-    output_format: str = "array",
-) -> dict[str, Any]:
-    system = engine.sampling_system(model)
-    seed = random_seed() if seed is None else seed
-    used = pick_method(engine.info(model).family, engine.device.type) if method == "auto" else method
-    noise = system.draw_noise(seed, range(num_samples))
-    out = run_sampling(system, noise, used, block_size, max_iterations, verify)
-    per_sample = out["verified_per_sample"]
+def sample_body(
+    prepared: PreparedSample, samples: torch.Tensor, iterations: list[int], converged: bool, compute_ms: float,
+    queue_ms: float = 0.0, device: str = "cpu",
+) -> dict[str, Any]:  # fmt: skip
+    """The POST /sample response (runs the sequential check first when the request asked to verify)."""
+    per_sample = verify_samples(prepared, samples) if prepared.verify else None
+    system = prepared.system
     return {
-        "model": model,
-        "method": used,
-        "seed": seed,
-        "shape": [num_samples, *system.image_shape],
-        "samples": encode_samples(out["samples"], output_format, binary=system.dtype != torch.long),
-        "iterations": out["iterations"],
+        "model": prepared.model,
+        "method": prepared.method,
+        "seed": prepared.seed,
+        "shape": [int(samples.shape[0]), *system.image_shape],
+        "samples": encode_samples(samples, prepared.output_format, binary=system.dtype != torch.long),
+        "iterations": iterations,
         "sequential_steps": system.unknowns,
-        "converged": out["converged"],
+        "converged": converged,
         "verified": None if per_sample is None else all(per_sample),
         "verified_per_sample": per_sample,
-        "device": engine.device.type,
-        "timings_ms": {"queue": 0.0, "compute": round(out["compute_ms"], 3)},
+        "device": device,
+        "timings_ms": {"queue": round(queue_ms, 3), "compute": round(compute_ms, 3)},
     }
+
+
+def sample(engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
+           block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
+           output_format: str = "array") -> dict[str, Any]:  # fmt: skip
+    """The library (and CLI) path: prepare, solve in one go, build the body."""
+    p = prepare(engine, model, num_samples, method, seed, block_size, max_iterations, verify, output_format)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        solved = solve_system(p.system, p.noise, p.method, p.block_size, p.max_iterations)
+        if p.noise.device.type == "cuda":
+            torch.cuda.synchronize()
+    compute = (time.perf_counter() - start) * 1000
+    result = solved.result
+    return sample_body(p, solved.samples, result.iterations.tolist(), result.all_converged, compute,
+                       device=engine.device.type)  # fmt: skip

@@ -1,0 +1,56 @@
+"""Service configuration: every knob, its default and why, settable by environment variable (PARAFEED_*).
+
+    PARAFEED_REDIS_URL=redis://localhost:6379/0 PARAFEED_MAX_BATCH_ROWS=256 parafeed serve
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARAFEED_", env_file=None, extra="ignore")
+
+    # Where and how to run.
+    host: str = "127.0.0.1"  # loopback by default: exposing the port is a deliberate choice
+    port: int = 8000
+    device: str = "auto"  # auto: CUDA if available, else CPU
+    registry: str | None = None  # checkpoint directory; None: PARAFEED_CHECKPOINTS, then the shipped ones
+    redis_url: str | None = None  # None: embedded mode (in-process queue and worker)
+    stream_prefix: str = "parafeed"  # Redis key prefix: several deployments can share one Redis
+
+    # Limits: bad or huge input never crashes the server or starves other requests.
+    max_body_bytes: int = 8 * 2**20  # larger bodies get 413 before they are parsed
+    max_samples: int = 64  # per /sample request
+    max_batch_inputs: int = 64  # inputs per /gradient or /infer request
+    max_queue: int = 1024  # jobs waiting or running; beyond it, 503 with Retry-After
+    retry_after_s: int = 1
+    request_timeout_s: float = 60.0  # default deadline; X-Request-Timeout (seconds) may shorten it -> 504
+    max_request_timeout_s: float = 600.0
+
+    # Batching in the worker (iteration-level: rows join and leave between solver iterations).
+    max_batch_rows: int = 128  # rows (samples) advanced together per model per iteration
+    max_wait_ms: float = 2.0  # an idle worker waits this long for more jobs before its first iteration
+    batching: str = Field(default="iteration", pattern="^(iteration|static)$")  # static: batch-synchronous (baseline)
+
+    # Redis mode: delivery guarantees.
+    claim_idle_ms: int = 30_000  # a job unacknowledged this long is reclaimed from a (presumed dead) worker
+    max_deliveries: int = 3  # after this many attempts a job goes to the dead-letter stream (caller gets 500)
+    heartbeat_s: float = 1.0  # workers announce themselves this often
+    heartbeat_ttl_s: float = 5.0  # and count as alive this long after
+    result_ttl_s: int = 600  # undelivered results expire after this
+
+    # Operations.
+    api_keys: list[str] = []  # empty: no authentication; else X-API-Key or Authorization: Bearer
+    verify_fraction: float = Field(default=0.0, ge=0.0, le=1.0)  # answered requests re-checked in the background
+    verify_queue: int = 64  # pending background checks beyond this are dropped (and counted)
+    drain_timeout_s: float = 30.0  # on SIGTERM, time to finish rows in flight before handing them back
+    log_json: bool = True  # one JSON object per log line
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
