@@ -1,6 +1,6 @@
 """Service configuration: every knob, its default and why, settable by environment variable (PARAFEED_*).
 
-    PARAFEED_REDIS_URL=redis://localhost:6379/0 PARAFEED_MAX_BATCH_ROWS=256 parafeed serve
+PARAFEED_REDIS_URL=redis://localhost:6379/0 PARAFEED_MAX_BATCH_ROWS=256 parafeed serve
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class SamplingSystem(Protocol):
     image_shape: tuple[int, int, int]  # (C, H, W) of one decoded sample
     block_size: int  # natural block for the hybrids (an image row)
     dtype: torch.dtype  # of the unknowns
+    device: torch.device  # where the model runs
 
     def draw_noise(self, seed: int, indices: list[int] | range) -> torch.Tensor:
         """(N, ...) fixed noise of samples ``indices`` of a request with ``seed``, on the model's device."""

@@ -1,0 +1,87 @@
+"""The FastAPI application: ``create_app(settings)`` wires engine, queue, worker, middleware and routes.
+
+Embedded (no Redis URL): one process; an in-process queue feeds a worker thread on the best local device.
+Scaled (``redis_url``): this process only validates and enqueues; ``parafeed worker`` processes compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.middleware import ServiceMiddleware
+from app.queues import JobQueue
+from app.queues.local import LocalQueue
+from app.routes import compute, health, models, sample
+from app.settings import Settings, get_settings
+from app.worker import Worker
+from samplers.engine import Engine
+
+log = logging.getLogger("parafeed.api")
+
+
+def build_queue(settings: Settings) -> JobQueue:
+    if settings.redis_url:
+        from app.queues.redis_streams import RedisQueue
+
+        return RedisQueue(settings)
+    return LocalQueue(settings.max_queue)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(settings.device, settings.registry)
+        queue = build_queue(settings)
+        await queue.start()
+        app.state.settings, app.state.engine, app.state.queue = settings, engine, queue
+        thread = None
+        if isinstance(queue, LocalQueue):
+            engine.load_all()  # ready means ready: weights verified and in memory before the first request
+            worker = Worker(engine, queue, settings, name="embedded")
+            thread = threading.Thread(target=worker.run, name="parafeed-worker", daemon=True)
+            thread.start()
+            app.state.worker = worker
+        log.info("started", extra={"mode": "embedded" if thread else "redis", "device": str(engine.device),
+                                   "models": list(engine.entries)})  # fmt: skip
+        try:
+            yield
+        finally:
+            if thread is not None:
+                app.state.worker.stop.set()
+                thread.join(timeout=settings.drain_timeout_s + 5)
+            await queue.stop()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="parafeed",
+        version="1.0",
+        description="Exact parallel evaluation of sequential neural computations: samples, gradients and "
+        "inference solved as lower-triangular systems by parallel fixed-point iteration, equal to the sequential "
+        "answer bit for bit (or saying so when not).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(ServiceMiddleware, max_body=settings.max_body_bytes)
+    for router in (models.router, sample.router, compute.router, health.router):
+        app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in error.errors()]  # fmt: skip
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

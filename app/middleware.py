@@ -1,0 +1,85 @@
+"""ASGI middleware: request IDs, a body size limit (413 before parsing), access logs and request metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from app import metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("parafeed.access")
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ENDPOINTS = {"/sample", "/gradient", "/infer", "/models", "/healthz", "/readyz", "/metrics"}
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+class ServiceMiddleware:
+    """Every response gets X-Request-ID; bodies over ``max_body`` get 413; each request is logged and counted."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get("x-request-id", "")
+        request_id = given if SAFE_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(send_with_id)
+        else:
+            received = {"bytes": 0}
+
+            async def limited_receive() -> Message:
+                message = await receive()
+                if message["type"] == "http.request":
+                    received["bytes"] += len(message.get("body", b""))
+                    if received["bytes"] > self.max_body:
+                        raise BodyTooLargeError
+                return message
+
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except BodyTooLargeError:
+                await self._too_large(send_with_id)
+        elapsed = time.perf_counter() - start
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        model = scope["state"].get("model", "-")
+        metrics.REQUESTS.labels(endpoint, model, str(status["code"])).inc()
+        metrics.LATENCY.labels(endpoint).observe(elapsed)
+        fields = {"request_id": request_id, "method": scope.get("method"), "path": path, "status": status["code"]}
+        log.info("request", extra={**fields, "ms": round(elapsed * 1000, 3), "model": model})
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.max_body} bytes"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
