@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format bench setup data clean
+.PHONY: run test lint format bench setup system clean
 
 setup: $(STAMP)
 
@@ -22,18 +22,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-## data: install the Fashion-MNIST package when neither it nor PARAFEED_DATA is there
-data:
-	@if [ -n "$$PARAFEED_DATA" ] || [ -f $(DATA_DIR)/t10k-images-idx3-ubyte.gz ]; then :; else \
-		echo "installing Debian package dataset-fashion-mnist"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+## system: Debian packages the tests need, installed only when missing (Fashion-MNIST data, a real Redis)
+system:
+	@missing=""; \
+	if [ -z "$$PARAFEED_DATA" ] && [ ! -f $(DATA_DIR)/t10k-images-idx3-ubyte.gz ]; then missing="dataset-fashion-mnist"; fi; \
+	if ! command -v redis-server > /dev/null; then missing="$$missing redis-server"; fi; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 ## run: the main job (for now: the solver benchmark at quick size, printed as a table)
 run: setup
 	$(VENV)/bin/parafeed bench --quick --out $(CURDIR)/runs/bench
 
 ## test: lint + type check + the whole test suite (what CI runs)
-test: setup data lint
+test: setup system lint
 	$(PY) -m pytest
 
 lint: setup

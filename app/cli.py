@@ -23,6 +23,38 @@ def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2))
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """Settings from the environment (PARAFEED_*), overridden by the flags given on the command line."""
+    from app.settings import Settings
+
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "redis_url", "device", "batching")}
+    flags["registry"] = str(args.registry) if args.registry is not None else None
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logs import configure
+    from app.main import create_app
+
+    settings = _settings(args)
+    configure(settings.log_json)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(settings.drain_timeout_s))  # fmt: skip
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from app.logs import configure
+    from app.queues.redis_streams import run_worker
+
+    settings = _settings(args)
+    configure(settings.log_json)
+    return run_worker(settings, name=args.name, metrics_port=args.metrics_port)
+
+
 def _bench(args: argparse.Namespace) -> int:
     if not (CHECKOUT / "benchmarks" / "__init__.py").exists():
         print("parafeed bench runs from a source checkout (the benchmarks/ folder is not installed)", file=sys.stderr)
@@ -208,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry_help = "registry directory (default: PARAFEED_CHECKPOINTS, then the shipped checkpoints)"
     data_help = "IDX data directory (default: PARAFEED_DATA, then /usr/share/datasets/fashion-mnist)"
+
+    serve = command("serve", _serve, "run the HTTP server (embedded worker unless --redis-url)")
+    serve.add_argument("--host", help="default 127.0.0.1 (PARAFEED_HOST)")
+    serve.add_argument("--port", type=int, help="default 8000 (PARAFEED_PORT)")
+    serve.add_argument("--redis-url", help="enqueue to Redis Streams for `parafeed worker` processes")
+    serve.add_argument("--device", help="auto | cpu | cuda[:N] (embedded worker)")
+    serve.add_argument("--registry", type=Path, help=registry_help)
+    serve.add_argument("--batching", choices=["iteration", "static"], help="default iteration (continuous)")
+
+    worker = command("worker", _worker, "run a worker that serves jobs from Redis Streams")
+    worker.add_argument("--redis-url", required=False, help="default PARAFEED_REDIS_URL")
+    worker.add_argument("--device", help="auto | cpu | cuda[:N]")
+    worker.add_argument("--registry", type=Path, help=registry_help)
+    worker.add_argument("--name", help="consumer name (default host-pid)")
+    worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    worker.add_argument("--batching", choices=["iteration", "static"])
 
     models = command("models", _models, "list the registered models")
     models.add_argument("--json", action="store_true")

@@ -1,0 +1,307 @@
+"""Redis Streams between API replicas and ``parafeed worker`` processes on any number of hosts.
+
+Keys (prefix ``P``): ``P:jobs`` (stream, consumer group ``workers``), ``P:result:<id>`` (a list holding the one
+answer), ``P:done:<id>`` (the answer was delivered), ``P:dead`` (dead-letter stream), ``P:workers`` (sorted
+set of heartbeats).
+
+Guarantees:
+- at-least-once execution: a job stays pending until acknowledged; a worker that dies (or hangs) past
+  ``claim_idle_ms`` has its jobs reclaimed by another (XAUTOCLAIM) and re-run, with the same answer (the seed
+  travels in the job);
+- exactly-once replies: one Lua script writes the result only if the done-marker did not exist (SET NX), then
+  acknowledges and deletes the entry, so the result is written before the acknowledgement and a job run twice is
+  answered once; the API takes it with BLPOP, which no reconnect can lose (no pub/sub);
+- poison jobs: after ``max_deliveries`` attempts a job goes to ``P:dead`` and its caller gets a 500;
+- Redis restarts and blips: both sides reconnect with backoff; an API process re-submits a job it still waits
+  for if Redis forgot it (restart without persistence), and workers re-create the consumer group;
+- bounded: ``XLEN P:jobs`` (waiting + running) beyond ``max_queue`` -> 503; workers read at most as many jobs
+  as they have free rows.
+Payloads are JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from app.jobs import Job, Result
+from app.queues.base import QueueFullError
+from app.settings import Settings
+
+log = logging.getLogger("parafeed.redis")
+GROUP = "workers"
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# KEYS: done, result, stream   ARGV: result json, ttl, group, entry id
+DELIVER = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
+return 1
+"""
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.jobs, self.dead, self.workers = f"{prefix}:jobs", f"{prefix}:dead", f"{prefix}:workers"
+        self.prefix = prefix
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:result:{job_id}"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.prefix}:done:{job_id}"
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5, supported_errors=TRANSIENT)
+
+
+# -- API side -------------------------------------------------------------------------------------------------
+class RedisQueue:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url
+        self.settings, self.keys = settings, Keys(settings.stream_prefix)
+        self.client = aredis.from_url(settings.redis_url, retry=_retry(), socket_timeout=5, decode_responses=True,
+                                      health_check_interval=10)  # fmt: skip
+        self.entries: dict[str, str] = {}  # job id -> stream entry id, for jobs this process waits for
+
+    async def start(self) -> None:
+        try:
+            await self.client.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        except TRANSIENT:
+            log.warning("redis unreachable at start; will retry on use")
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+
+    async def submit(self, job: Job) -> None:
+        try:
+            if await self.client.xlen(self.keys.jobs) >= self.settings.max_queue:
+                raise QueueFullError(f"{self.settings.max_queue} jobs waiting or running")
+            self.entries[job.id] = str(await self.client.xadd(self.keys.jobs, {"job": job.to_json()}))
+        except TRANSIENT as error:
+            raise QueueFullError(f"queue unreachable: {error}") from None
+
+    async def result(self, job: Job, timeout: float) -> Result | None:
+        deadline = time.monotonic() + timeout
+        backoff = 0.05
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    popped = await self.client.blpop([self.keys.result(job.id)], timeout=min(left, 1.0))
+                    if popped is not None:
+                        return Result.from_json(popped[1])
+                    backoff = 0.05
+                except TRANSIENT:
+                    await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+                    backoff = min(backoff * 2, 1.0)
+                    await self._resubmit_if_forgotten(job)
+            return None
+        finally:
+            self.entries.pop(job.id, None)
+
+    async def _resubmit_if_forgotten(self, job: Job) -> None:
+        """After a connection error: if Redis lost the job (restart without persistence), submit it again."""
+        try:
+            entry = self.entries.get(job.id)
+            if await self.client.exists(self.keys.done(job.id), self.keys.result(job.id)):
+                return
+            if entry and await self.client.xrange(self.keys.jobs, entry, entry):
+                return
+            await self.start()  # the group may be gone too
+            self.entries[job.id] = str(await self.client.xadd(self.keys.jobs, {"job": job.to_json()}))
+            log.warning("job re-submitted after redis lost it", extra={"job": job.id})
+        except TRANSIENT:
+            pass  # still down: try again on the next error
+
+    async def depth(self) -> int:
+        return int(await self.client.xlen(self.keys.jobs))
+
+    async def workers(self) -> int:
+        since = time.time() - self.settings.heartbeat_ttl_s
+        return int(await self.client.zcount(self.keys.workers, since, "+inf"))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except TRANSIENT:
+            return False
+
+
+# -- worker side ----------------------------------------------------------------------------------------------
+class RedisWorkSource:
+    def __init__(self, settings: Settings, name: str) -> None:
+        assert settings.redis_url
+        self.settings, self.name, self.keys = settings, name, Keys(settings.stream_prefix)
+        self.client = redis.from_url(settings.redis_url, retry=_retry(), socket_timeout=5, decode_responses=True)
+        self.deliver = self.client.register_script(DELIVER)
+        self.entries: dict[str, str] = {}  # job id -> entry id of jobs this worker holds
+        self.last_beat = self.last_claim = 0.0
+        self.backoff = 0.05
+        self.ensure_group()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        except TRANSIENT:
+            pass
+
+    def _down(self, error: Exception) -> None:
+        log.warning("redis unavailable, backing off", extra={"error": str(error), "sleep_s": self.backoff})
+        time.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, 2.0)
+
+    def fetch(self, max_jobs: int, timeout_s: float) -> list[Job]:
+        if max_jobs <= 0:
+            if timeout_s:
+                time.sleep(min(timeout_s, 0.05))
+            return []
+        try:
+            jobs = self._reclaim(max_jobs)
+            if len(jobs) < max_jobs:
+                block = int(timeout_s * 1000) if timeout_s > 0 and not jobs else None
+                reply: Any = self.client.xreadgroup(GROUP, self.name, {self.keys.jobs: ">"}, count=max_jobs - len(jobs),
+                                               block=block)  # fmt: skip
+                for _, entries in reply or []:
+                    jobs += [self._job(entry_id, fields) for entry_id, fields in entries]
+            self.backoff = 0.05
+            return [job for job in jobs if job is not None]
+        except ResponseError as error:
+            if "NOGROUP" in str(error):  # Redis restarted without the group: make it again
+                self.ensure_group()
+                return []
+            raise
+        except TRANSIENT as error:
+            self._down(error)
+            return []
+
+    def _job(self, entry_id: str, fields: dict[Any, Any]) -> Job | None:
+        try:
+            job = Job.from_json(fields["job"])
+        except (KeyError, ValueError, TypeError):
+            log.error("malformed job dropped to the dead-letter stream", extra={"entry": entry_id})
+            self.client.xadd(self.keys.dead, {"entry": entry_id, "reason": "malformed", **fields})
+            self.client.xack(self.keys.jobs, GROUP, entry_id)
+            self.client.xdel(self.keys.jobs, entry_id)
+            return None
+        self.entries[job.id] = entry_id
+        return job
+
+    def _reclaim(self, max_jobs: int) -> list[Job | None]:
+        """Jobs of workers silent for claim_idle_ms: take them over; bury the ones tried too often."""
+        if time.monotonic() - self.last_claim < min(self.settings.claim_idle_ms / 4000, 1.0):
+            return []
+        self.last_claim = time.monotonic()
+        reply: Any = self.client.xautoclaim(self.keys.jobs, GROUP, self.name, self.settings.claim_idle_ms, "0-0",
+                                       count=max_jobs)  # fmt: skip
+        claimed = reply[1] if reply else []
+        jobs: list[Job | None] = []
+        for entry_id, fields in claimed:
+            if fields is None:  # deleted meanwhile
+                continue
+            info: Any = self.client.xpending_range(self.keys.jobs, GROUP, entry_id, entry_id, 1)
+            deliveries = int(info[0]["times_delivered"]) if info else 1
+            job = self._job(entry_id, fields)
+            if job is None:
+                continue
+            if deliveries > self.settings.max_deliveries:
+                self._bury(job, deliveries)
+                continue
+            log.warning("reclaimed a job from a silent worker", extra={"job": job.id, "deliveries": deliveries})
+            jobs.append(job)
+        return jobs
+
+    def _bury(self, job: Job, deliveries: int) -> None:
+        self.client.xadd(self.keys.dead, {"job": job.to_json(), "deliveries": str(deliveries)})
+        detail = f"job failed {deliveries - 1} times (workers died running it); moved to the dead-letter stream"
+        self.complete(job, Result.error(job.id, 500, detail))
+
+    def complete(self, job: Job, result: Result) -> None:
+        """Write the result (once), then acknowledge: retried until Redis takes it."""
+        entry = self.entries.pop(job.id, None)
+        while True:
+            try:
+                keys = [self.keys.done(job.id), self.keys.result(job.id), self.keys.jobs]
+                self.deliver(keys=keys, args=[result.to_json(), self.settings.result_ttl_s, GROUP, entry or "0-0"])
+                return
+            except TRANSIENT as error:
+                self._down(error)
+
+    def release(self, job: Job) -> None:
+        """Hand a job back at once: mark it idle long enough that any worker's next reclaim takes it."""
+        entry = self.entries.pop(job.id, None)
+        if entry is None:
+            return
+        with contextlib.suppress(*TRANSIENT):  # if Redis is down, it is reclaimed after claim_idle_ms anyway
+            self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, [entry], idle=self.settings.claim_idle_ms + 1)
+
+    def beat(self) -> None:
+        now = time.time()
+        if now - self.last_beat < self.settings.heartbeat_s:
+            return
+        try:
+            self.client.zadd(self.keys.workers, {self.name: now})
+            self.client.zremrangebyscore(self.keys.workers, "-inf", now - 10 * self.settings.heartbeat_ttl_s)
+            self.last_beat = now
+        except TRANSIENT:
+            pass
+
+    def leave(self) -> None:
+        with contextlib.suppress(*TRANSIENT):
+            self.client.zrem(self.keys.workers, self.name)
+
+
+def run_worker(settings: Settings, name: str | None = None, metrics_port: int | None = None) -> int:
+    """``parafeed worker``: serve jobs until SIGTERM/SIGINT, then drain (finish or hand back) and exit."""
+    from app.worker import Worker
+    from samplers.engine import Engine
+
+    if not settings.redis_url:
+        raise ValueError("parafeed worker needs --redis-url (or PARAFEED_REDIS_URL)")
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    engine = Engine(settings.device, settings.registry)
+    engine.load_all()
+    source = RedisWorkSource(settings, name)
+    worker = Worker(engine, source, settings, name)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal received: draining", extra={"signal": signum})
+        worker.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    finally:
+        source.leave()
+    return 0
