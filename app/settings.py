@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     batching: str = Field(default="iteration", pattern="^(iteration|static)$")  # static: batch-synchronous (baseline)
 
     # Redis mode: delivery guarantees.
-    claim_idle_ms: int = 30_000  # a job unacknowledged this long is reclaimed from a (presumed dead) worker
+    claim_idle_ms: int = 30_000  # a job whose worker renewed no lease for this long is reclaimed (keep >> heartbeat)
     max_deliveries: int = 3  # after this many attempts a job goes to the dead-letter stream (caller gets 500)
     heartbeat_s: float = 1.0  # workers announce themselves this often
     heartbeat_ttl_s: float = 5.0  # and count as alive this long after

@@ -5,9 +5,10 @@ answer), ``P:done:<id>`` (the answer was delivered), ``P:dead`` (dead-letter str
 set of heartbeats).
 
 Guarantees:
-- at-least-once execution: a job stays pending until acknowledged; a worker that dies (or hangs) past
-  ``claim_idle_ms`` has its jobs reclaimed by another (XAUTOCLAIM) and re-run, with the same answer (the seed
-  travels in the job);
+- at-least-once execution: a job stays pending until acknowledged; a live worker renews the lease on the jobs
+  it holds with every heartbeat (XCLAIM JUSTID resets their idle time without counting a delivery); a worker that
+  dies (or hangs) for ``claim_idle_ms`` has its jobs reclaimed by another (XAUTOCLAIM) and re-run, with the same
+  answer (the seed travels in the job);
 - exactly-once replies: one Lua script writes the result only if the done-marker did not exist (SET NX), then
   acknowledges and deletes the entry, so the result is written before the acknowledgement and a job run twice is
   answered once; the API takes it with BLPOP, which no reconnect can lose (no pub/sub);
@@ -267,6 +268,8 @@ class RedisWorkSource:
         try:
             self.client.zadd(self.keys.workers, {self.name: now})
             self.client.zremrangebyscore(self.keys.workers, "-inf", now - 10 * self.settings.heartbeat_ttl_s)
+            if self.entries:  # renew the lease on every job this worker holds: it is alive, not idle
+                self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, list(self.entries.values()), justid=True)
             self.last_beat = now
         except TRANSIENT:
             pass

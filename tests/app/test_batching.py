@@ -1,0 +1,120 @@
+"""Iteration-level batching: answers independent of the batch, short requests not held back by long ones."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.jobs import Job, Result
+from app.main import create_app
+from app.settings import Settings
+from app.worker import Worker
+from samplers.engine import Engine
+from samplers.sampling import sample
+
+
+def test_concurrent_mixed_requests_each_equal_the_answer_computed_alone(server_registry: Path) -> None:
+    rng = random.Random(0)
+    requests = []
+    for _ in range(24):
+        model = rng.choice(["made-tiny", "pixelcnnpp-tiny", "pixelcnnpp-rgb-tiny"])
+        methods = ["sequential", "jacobi", "jacobi_gs", "gs_jacobi"] + (
+            ["jacobi_split"] if model == "made-tiny" else []
+        )
+        requests.append({"model": model, "num_samples": rng.randint(1, 6), "method": rng.choice(methods),
+                         "seed": rng.randint(0, 10**6)})  # fmt: skip
+    app = create_app(Settings(registry=str(server_registry), max_batch_rows=32))
+    with TestClient(app) as client, ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda body: client.post("/sample", json=body), requests))
+    engine = Engine("cpu", server_registry)
+    for body, answer in zip(requests, answers, strict=True):
+        assert answer.status_code == 200
+        alone = sample(engine, body["model"], body["num_samples"], body["method"], body["seed"])
+        assert answer.json()["samples"] == alone["samples"], body
+        assert answer.json()["iterations"] == alone["iterations"], body
+
+
+def finish_order(registry: Path, batching: str) -> list[str]:
+    slow = {"model": "made-slow", "num_samples": 8, "method": "sequential", "seed": 1}
+    fast = {"model": "made-slow", "num_samples": 1, "method": "jacobi", "seed": 2}
+    order: list[str] = []
+    with TestClient(create_app(Settings(registry=str(registry), batching=batching))) as client:
+
+        def run(name: str, body: dict) -> None:
+            assert client.post("/sample", json=body).status_code == 200
+            order.append(name)
+
+        first = threading.Thread(target=run, args=("slow", slow))
+        first.start()
+        time.sleep(0.5)  # the slow request is iterating
+        second = threading.Thread(target=run, args=("fast", fast))
+        second.start()
+        first.join()
+        second.join()
+    return order
+
+
+@pytest.mark.parametrize(("batching", "expected"), [("iteration", ["fast", "slow"]), ("static", ["slow", "fast"])])
+def test_a_short_request_overtakes_a_long_one_only_with_iteration_batching(
+    server_registry: Path, batching: str, expected: list[str]
+) -> None:
+    assert finish_order(server_registry, batching) == expected
+
+
+class FakeSource:
+    """A pure unit-test stand-in for a queue: records what the worker asks for and answers."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs, self.asked, self.results, self.released = list(jobs), [], {}, []  # type: ignore[var-annotated]
+
+    def fetch(self, max_jobs: int, timeout_s: float) -> list[Job]:
+        self.asked.append(max_jobs)
+        taken, self.jobs = self.jobs[:max_jobs], self.jobs[max_jobs:]
+        return taken
+
+    def complete(self, job: Job, result: Result) -> None:
+        assert job.id not in self.results
+        self.results[job.id] = result
+
+    def release(self, job: Job) -> None:
+        self.released.append(job.id)
+
+    def beat(self) -> None:
+        pass
+
+
+def sample_job(n: int, seed: int, model: str = "made-tiny") -> Job:
+    payload = {"model": model, "num_samples": n, "method": "jacobi", "seed": seed, "block_size": None,
+               "max_iterations": None, "verify": False, "format": "array"}  # fmt: skip
+    return Job("sample", payload, deadline=time.time() + 60)
+
+
+def test_worker_never_holds_more_rows_than_its_budget(server_registry: Path) -> None:
+    jobs = [sample_job(3, seed) for seed in range(10)]
+    source = FakeSource(jobs)
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=7, max_wait_ms=0))
+    for _ in range(500):
+        worker.turn()
+        assert worker.active_rows() <= 7
+        if len(source.results) == len(jobs):
+            break
+    assert all(r.status == 200 for r in source.results.values())
+    assert max(source.asked) <= 7
+
+
+def test_drain_hands_back_what_it_cannot_finish(server_registry: Path) -> None:
+    jobs = [sample_job(4, 1, "made-slow"), sample_job(2, 2)]
+    source = FakeSource(jobs)
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=4, max_wait_ms=0,
+                                                                     drain_timeout_s=0.0))  # fmt: skip
+    worker.turn()  # the slow job takes all rows; the other waits
+    assert worker.active_rows() == 4
+    worker.drain()
+    assert set(source.released) == {job.id for job in jobs}
+    assert source.results == {}
