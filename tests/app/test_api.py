@@ -178,3 +178,20 @@ def test_metrics_page(client: TestClient) -> None:
     for name in names:
         assert name in text
     assert 'parafeed_iterations_count{method="jacobi",model="made-tiny"}' in text
+
+
+def test_continuous_verification_rechecks_answers_in_the_background(server_registry: Path) -> None:
+    import time
+
+    with client_for(server_registry, verify_fraction=1.0) as c:
+        for seed in range(3):
+            body = {"model": "pixelcnnpp-tiny", "num_samples": 2, "seed": seed}
+            assert c.post("/sample", json=body).status_code == 200
+        line = 'parafeed_verifications_total{model="pixelcnnpp-tiny",outcome="equal"}'
+        for _ in range(200):  # checks run when the worker is idle
+            text = c.get("/metrics").text
+            if f"{line} 3.0" in text:
+                break
+            time.sleep(0.05)
+        assert f"{line} 3.0" in text
+        assert 'outcome="mismatch"' not in text

@@ -13,7 +13,7 @@ import httpx
 
 from samplers.engine import Engine
 from samplers.sampling import sample
-from tests.app.conftest import RedisServer, start_server, start_worker, stop, wait_ready
+from tests.server_fixtures import RedisServer, start_server, start_worker, stop, wait_ready
 
 SLOW = {"model": "made-slow", "num_samples": 8, "method": "sequential", "seed": 11}
 FAST = {"model": "made-tiny", "num_samples": 3, "method": "jacobi", "seed": 5}

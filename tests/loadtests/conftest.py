@@ -1,0 +1,3 @@
+"""Server fixtures (shared with the server tests)."""
+
+from tests.server_fixtures import server_registry  # noqa: F401

@@ -1,0 +1,37 @@
+"""The load test itself, in a short bounded form: it must pass its thresholds against a real server."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from loadtests import run
+
+
+def test_short_locust_run_passes_its_thresholds(
+    server_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARAFEED_LOAD_SAMPLER", "made-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_SEQUENCE", "rnn-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_CLASSIFIER", "densenet-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_P95_MS", os.environ.get("PARAFEED_LOAD_P95_MS", "3000"))
+    monkeypatch.setenv("PARAFEED_LOAD_P99_MS", os.environ.get("PARAFEED_LOAD_P99_MS", "8000"))
+    status = run.main(["--run-time", "12s", "--users", "4", "--registry", str(server_registry), "--out", str(tmp_path)])
+    assert status == 0
+    rows = {r["Name"]: r for r in csv.DictReader((tmp_path / "locust_stats.csv").open())}
+    assert int(rows["Aggregated"]["Request Count"]) > 20
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    assert {"/sample", "/gradient", "/infer"} <= set(rows)
+    assert (tmp_path / "locust-latency.png").stat().st_size > 5000
+
+
+def test_thresholds_fail_the_run(server_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARAFEED_LOAD_SAMPLER", "made-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_SEQUENCE", "rnn-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_CLASSIFIER", "densenet-tiny")
+    monkeypatch.setenv("PARAFEED_LOAD_P95_MS", "0.001")  # impossible: the run must report failure
+    status = run.main(["--run-time", "4s", "--users", "2", "--registry", str(server_registry), "--out", str(tmp_path)])
+    assert status == 1
