@@ -42,6 +42,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 format: setup
 	$(PY) -m ruff check --fix .
