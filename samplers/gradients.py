@@ -15,6 +15,7 @@ Shapes: x (B, T) pixels in [0, 1]; states (B, T+1, H); g (B, T, H) = g_1..g_T.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from solvers import solve
 from solvers.scan import linear_scan
 
 GRADIENT_METHODS = ("sequential", "jacobi", "scan", "auto")
+SCAN_ELEMENTS = 2**27  # dense Jacobians held at once (512 MiB in float32): larger batches are scanned in chunks
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,9 @@ class BackwardSystem:
         return float((g - self.c - self.vjp(g)).abs().max()) if g.numel() else 0.0
 
     @torch.no_grad()
-    def jacobians(self) -> torch.Tensor:
-        """A_t = J_t^T for t = 1..T (A_T = 0), (B, T, H, H), for the scan."""
-        x_t, h_t = self.x[:, 1:], self.states[:, 1:-1]
+    def jacobians(self, rows: slice = slice(None)) -> torch.Tensor:
+        """A_t = J_t^T for t = 1..T (A_T = 0), (B, T, H, H), for the scan (of the given batch rows)."""
+        x_t, h_t = self.x[rows, 1:], self.states[rows, 1:-1]
         jt = self.model.step_jacobian(x_t, h_t).transpose(-1, -2)
         return torch.cat([jt, torch.zeros_like(jt[:, :1])], dim=1)
 
@@ -130,9 +132,24 @@ def rnn_gradient(
         if method == "jacobi":
             g, iterations, exact = jacobi_solve(system, max_iterations)
         else:
-            scanned = linear_scan(system.jacobians(), system.c, reverse=True)
-            g, iterations, exact = scanned.h, scanned.levels, True
+            g, iterations, exact = scan_solve(system), levels_of(length), True
         return GradientResult(system.loss, system.gradients(g, wrt), iterations, exact, system.residual(g), method)
+
+
+def levels_of(length: int) -> int:
+    """Combine levels of the scan: ceil(log2 T)."""
+    return math.ceil(math.log2(length)) if length > 1 else 0
+
+
+def scan_solve(system: BackwardSystem) -> torch.Tensor:
+    """The scan over batch chunks that fit the memory budget (independent chunks: the depth is the same)."""
+    batch, length, hidden = system.c.shape
+    chunk = max(1, SCAN_ELEMENTS // max(length * hidden * hidden, 1))
+    parts = []
+    for start in range(0, batch, chunk):
+        rows = slice(start, start + chunk)
+        parts.append(linear_scan(system.jacobians(rows), system.c[rows], reverse=True).h)
+    return torch.cat(parts)
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -1,0 +1,121 @@
+"""Gradient benchmark: RNN backpropagation by BPTT, Jacobi and parallel scan: depth against work.
+
+Grid: sequence length T in {100, 784, 4096}, hidden size H in {32, 128}, batch B in {1, 32}; the vanilla softplus
+RNN of Song et al. (random weights at the trained model's initial scale; the gradient's cost does not depend on
+what the weights learned). Per method: sequential depth (BPTT: T steps; Jacobi: iterations until certified;
+scan: ceil(log2 T) combine levels), wall time (median of repeats, same run) and max |diff| against autograd.
+On a CPU the scan does O(H) more arithmetic than BPTT (matrix-matrix combines instead of matrix-vector steps) on
+two cores, so it is slower here; depth is what it buys, which pays on hardware that runs the combines in parallel.
+
+    python -m benchmarks.gradients [--quick] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.harness import RESULTS, environment, timed, write_json
+from models.rnn import RecurrentRegressor, RNNConfig
+from samplers.gradients import autograd_gradient, max_abs_diff, rnn_gradient
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    lengths: tuple[int, ...] = (100, 784, 4096)
+    hidden: tuple[int, ...] = (32, 128)
+    batches: tuple[int, ...] = (1, 32)
+    repeats: int = 3
+    seed: int = 0
+    jacobi_max_length: int = 4096  # Jacobi is O(T) iterations of O(B T H^2): skip it beyond this
+
+
+def run(cfg: GradientConfig, device: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    grid = [(t, h, b) for t in cfg.lengths for h in cfg.hidden for b in cfg.batches]
+    for length, hidden, batch in tqdm(grid, desc="gradients", unit="config"):
+        torch.manual_seed(cfg.seed)
+        side = round(length**0.5)
+        model = RecurrentRegressor(RNNConfig(hidden_size=hidden, image_size=side)).to(device).eval()
+        x = torch.rand(batch, length, device=device)
+        repeats = cfg.repeats if length * hidden * batch <= 784 * 128 * 32 else 1
+        seconds, (_, reference) = timed(partial(autograd_gradient, model, x, "params"), repeats, device)
+        rows.append({"T": length, "H": hidden, "B": batch, "method": "sequential (autograd BPTT)",
+                     "depth": length, "seconds": seconds, "max_abs_diff": 0.0, "exact": True})  # fmt: skip
+        for method in ("scan", "jacobi"):
+            if method == "jacobi" and length > cfg.jacobi_max_length:
+                continue
+            seconds, result = timed(partial(rnn_gradient, model, x, method), repeats, device)
+            rows.append({"T": length, "H": hidden, "B": batch, "method": method, "depth": result.iterations,
+                         "seconds": seconds, "max_abs_diff": max_abs_diff(result.gradients, reference),
+                         "exact": result.exact})  # fmt: skip
+    for r in rows:
+        base = next(b for b in rows if (b["T"], b["H"], b["B"]) == (r["T"], r["H"], r["B"]) and b["depth"] == b["T"]
+                    and b["method"].startswith("sequential"))  # fmt: skip
+        r["seconds"] = round(r["seconds"], 5)
+        r["speedup_vs_bptt"] = round(base["seconds"] / r["seconds"], 3)
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path, env: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for method, marker in (("sequential (autograd BPTT)", "o"), ("scan", "s"), ("jacobi", "^")):
+        for hidden, style in ((32, "-"), (128, "--")):
+            for batch in sorted({r["B"] for r in rows}):
+                pick = [r for r in rows if r["method"] == method and r["H"] == hidden and r["B"] == batch]
+                if not pick:
+                    continue
+                label = f"{method.split(' ')[0]} H={hidden} B={batch}"
+                axes[0].plot([r["T"] for r in pick], [r["depth"] for r in pick], style, marker=marker, label=label)
+                axes[1].plot([r["T"] for r in pick], [r["seconds"] for r in pick], style, marker=marker, label=label)
+    for ax, title in ((axes[0], "sequential depth (steps on the critical path)"), (axes[1], "wall time (s)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_title(title)
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"RNN gradients: depth vs work ({env['device']}, {env['torch_threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| T | H | B | method | depth | wall s | vs BPTT | max abs diff |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['T']} | {r['H']} | {r['B']} | {r['method']} | {r['depth']} | {r['seconds']:.4f} | "
+                     f"{r['speedup_vs_bptt']}x | {r['max_abs_diff']:.1e} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="T in {100, 784}, H=32, one repeat")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    cfg = GradientConfig(lengths=(100, 784), hidden=(32,), repeats=1) if args.quick else GradientConfig()
+    rows = run(cfg, args.device)
+    env = environment(args.device)
+    name = f"gradients{'-quick' if args.quick else ''}-{torch.device(args.device).type}"
+    path = write_json(name, {"benchmark": "gradients", "config": asdict(cfg), "environment": env, "results": rows},
+                      args.out)  # fmt: skip
+    plot(rows, path.with_suffix(".png"), env)
+    print(table(rows))
+    print(f"\nwrote {path}")
+    return {"results": rows}
+
+
+if __name__ == "__main__":
+    main()
