@@ -30,9 +30,9 @@ system:
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
-## run: the main job (for now: the solver benchmark at quick size, printed as a table)
+## run: the server on http://127.0.0.1:8000 (embedded worker, shipped models; PARAFEED_* env vars configure it)
 run: setup
-	$(VENV)/bin/parafeed bench --quick --out $(CURDIR)/runs/bench
+	$(VENV)/bin/parafeed serve
 
 ## test: lint + type check + the whole test suite (what CI runs)
 test: setup system lint

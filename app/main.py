@@ -50,8 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             thread = threading.Thread(target=worker.run, name="parafeed-worker", daemon=True)
             thread.start()
             app.state.worker = worker
-        log.info("started", extra={"mode": "embedded" if thread else "redis", "device": str(engine.device),
-                                   "models": list(engine.entries)})  # fmt: skip
+        url = f"http://{settings.host}:{settings.port}"
+        log.info(f"parafeed serving on {url} (docs: {url}/docs)",
+                 extra={"mode": "embedded" if thread else "redis", "device": str(engine.device),
+                        "models": list(engine.entries)})  # fmt: skip
         try:
             yield
         finally:
