@@ -239,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     registry_help = "registry directory (default: PARAFEED_CHECKPOINTS, then the shipped checkpoints)"
+
+    def compute_flags(sub: argparse.ArgumentParser, endpoint: str, iterations: str, reference: str) -> None:
+        """The flags /gradient and /infer share: test-set inputs by seed, caps, verification, output."""
+        sub.add_argument("--batch", type=int, default=4)
+        sub.add_argument("--seed", type=int, default=0, help="picks the test-set inputs")
+        sub.add_argument("--max-iterations", type=int, help=iterations)
+        sub.add_argument("--verify", action="store_true", help=f"also run {reference} and report max |diff|")
+        sub.add_argument("--json", action="store_true", help=f"print the POST {endpoint} response body")
+        sub.add_argument("--device", default="auto")
+        sub.add_argument("--registry", type=Path, help=registry_help)
+
     data_help = "IDX data directory (default: PARAFEED_DATA, then /usr/share/datasets/fashion-mnist)"
 
     serve = command("serve", _serve, "run the HTTP server (embedded worker unless --redis-url)")
@@ -301,26 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     gradient = command("gradient", _gradient, "gradients of a sequence model on test-set inputs")
     gradient.add_argument("model")
     gradient.add_argument("--method", default="auto", choices=["sequential", "jacobi", "scan", "auto"])
-    gradient.add_argument("--batch", type=int, default=4)
-    gradient.add_argument("--seed", type=int, default=0, help="picks the test-set inputs")
     gradient.add_argument("--wrt", default="params", choices=["params", "inputs"])
-    gradient.add_argument("--max-iterations", type=int, help="jacobi: n iterations = n-step truncated BPTT")
-    gradient.add_argument("--verify", action="store_true", help="also run autograd and report max |diff|")
-    gradient.add_argument("--json", action="store_true", help="print the POST /gradient response body")
-    gradient.add_argument("--device", default="auto")
-    gradient.add_argument("--registry", type=Path, help=registry_help)
+    compute_flags(gradient, "/gradient", "jacobi: n iterations = n-step truncated BPTT", "autograd")
 
     infer = command("infer", _infer, "forward a classifier or sequence model through the solvers")
     infer.add_argument("model")
     infer.add_argument("--method", default="auto", choices=["sequential", "jacobi", "auto"])
-    infer.add_argument("--batch", type=int, default=4)
-    infer.add_argument("--seed", type=int, default=0, help="picks the test-set inputs")
     infer.add_argument("--tol", type=float, default=0.0, help="stop when iterates agree within tol (inexact)")
-    infer.add_argument("--max-iterations", type=int)
-    infer.add_argument("--verify", action="store_true", help="also run the sequential forward and compare")
-    infer.add_argument("--json", action="store_true", help="print the POST /infer response body")
-    infer.add_argument("--device", default="auto")
-    infer.add_argument("--registry", type=Path, help=registry_help)
+    compute_flags(infer, "/infer", "cap on iterations (reported as exact: false)", "the sequential forward")
 
     pub = command("publish", _publish, "register a trained checkpoint (evaluates it, records its checksum)")
     pub.add_argument("checkpoint", type=Path)

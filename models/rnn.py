@@ -61,14 +61,18 @@ class RecurrentRegressor(nn.Module):
         """One step: x_t (B,), h (B, H) -> h' (B, H)."""
         if self.config.cell == "softplus":
             return F.softplus(F.linear(h, self.w_h) + x_t[:, None] * self.w_x[:, 0] + self.b)
-        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
-        gi = F.linear(x_t[:, None], w_ih, b_ih)
-        gh = F.linear(h, w_hh, b_hh)
-        ir, iz, in_ = gi.chunk(3, dim=1)
-        hr, hz, hn = gh.chunk(3, dim=1)
-        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        n = torch.tanh(in_ + r * hn)
+        _, z, n, _ = self.gru_gates(x_t, h)
         return (1 - z) * n + z * h
+
+    def gru_gates(
+        self, x: torch.Tensor, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """r, z, n and W_hn h + b_hn of GRU steps: x (...,), h (..., H) -> four (..., H)."""
+        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
+        ir, iz, in_ = F.linear(x[..., None], w_ih, b_ih).chunk(3, dim=-1)
+        hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        return r, z, torch.tanh(in_ + r * hn), hn
 
     def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T) -> (B, T+1, H): h_0 = 0 and h_{t+1} after reading x_t."""
@@ -107,13 +111,8 @@ class RecurrentRegressor(nn.Module):
             e = torch.sigmoid(pre) * g_next  # dL/da_t
             grads = {"w_h": e[..., :, None] * h[..., None, :], "w_x": (e * x[..., None])[..., None], "b": e}
             return e @ self.w_h, grads, e @ self.w_x[:, 0]
-        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
-        gi = F.linear(x[..., None], w_ih, b_ih)
-        gh = F.linear(h, w_hh, b_hh)
-        ir, iz, in_ = gi.chunk(3, dim=-1)
-        hr, hz, hn = gh.chunk(3, dim=-1)
-        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        n = torch.tanh(in_ + r * hn)
+        w_ih, w_hh, _, _ = self.gru_weights()
+        r, z, n, hn = self.gru_gates(x, h)
         d_npre = g_next * (1 - z) * (1 - n * n)
         d_r = d_npre * hn * r * (1 - r)
         d_z = g_next * (h - n) * z * (1 - z)
@@ -132,13 +131,8 @@ class RecurrentRegressor(nn.Module):
         if self.config.cell == "softplus":
             pre = F.linear(h, self.w_h) + x_t[..., None] * self.w_x[:, 0] + self.b
             return torch.sigmoid(pre)[..., :, None] * self.w_h
-        w_ih, w_hh, b_ih, b_hh = self.gru_weights()
-        gi = F.linear(x_t[..., None], w_ih, b_ih)
-        gh = F.linear(h, w_hh, b_hh)
-        ir, iz, in_ = gi.chunk(3, dim=-1)
-        hr, hz, hn = gh.chunk(3, dim=-1)
-        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        n = torch.tanh(in_ + r * hn)
+        _, w_hh, _, _ = self.gru_weights()
+        r, z, n, hn = self.gru_gates(x_t, h)
         u_r, u_z, u_n = w_hh.chunk(3, dim=0)
         dr = (r * (1 - r))[..., :, None] * u_r  # dr/dh
         dz = (z * (1 - z))[..., :, None] * u_z
