@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -30,7 +31,8 @@ async def run_job(
         raise HTTPException(
             503, "queue full, retry later", headers={"Retry-After": str(settings.retry_after_s)}
         ) from None
-    metrics.QUEUE_DEPTH.set(await queue.depth())
+    with contextlib.suppress(Exception):  # a metric is not worth failing an accepted request
+        metrics.QUEUE_DEPTH.set(await queue.depth())
     result = await queue.result(job, timeout)
     if result is None:
         raise HTTPException(504, f"deadline of {timeout:g} s passed before the answer was ready")

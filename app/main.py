@@ -6,6 +6,7 @@ Scaled (``redis_url``): this process only validates and enqueues; ``parafeed wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker = Worker(engine, queue, settings, name="embedded")
             thread = threading.Thread(target=worker.run, name="parafeed-worker", daemon=True)
             thread.start()
+            queue.worker_thread = thread
             app.state.worker = worker
         url = f"http://{settings.host}:{settings.port}"
         log.info(f"parafeed serving on {url} (docs: {url}/docs)",
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if thread is not None:
                 app.state.worker.stop.set()
-                thread.join(timeout=settings.drain_timeout_s + 5)
+                await asyncio.to_thread(thread.join, settings.drain_timeout_s + 5)
             await queue.stop()
             log.info("stopped")
 

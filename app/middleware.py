@@ -23,10 +23,6 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ENDPOINTS = {"/sample", "/gradient", "/infer", "/models", "/healthz", "/readyz", "/metrics"}
 
 
-class BodyTooLargeError(Exception):
-    pass
-
-
 class ServiceMiddleware:
     """Every response gets X-Request-ID; bodies over ``max_body`` get 413; each request is logged and counted."""
 
@@ -42,33 +38,34 @@ class ServiceMiddleware:
         request_id = given if SAFE_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
-        status = {"code": 500}
+        status: dict[str, Any] = {"code": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            await self._too_large(send_with_id)
+        body = await self._read_body(receive, headers)
+        if body is None:
+            await self._send_json(send_with_id, 413, f"request body larger than {self.max_body} bytes")
         else:
-            received = {"bytes": 0}
+            replayed = False
 
-            async def limited_receive() -> Message:
-                message = await receive()
-                if message["type"] == "http.request":
-                    received["bytes"] += len(message.get("body", b""))
-                    if received["bytes"] > self.max_body:
-                        raise BodyTooLargeError
-                return message
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # after the body: disconnect notifications
 
             try:
-                await self.app(scope, limited_receive, send_with_id)
-            except BodyTooLargeError:
-                await self._too_large(send_with_id)
+                await self.app(scope, replay, send_with_id)
+            except Exception:  # an error nobody handled: a 500 with our request id, logged with its traceback
+                log.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})
+                if not status.get("started"):
+                    await self._send_json(send_with_id, 500, "internal error")
         elapsed = time.perf_counter() - start
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
@@ -78,8 +75,28 @@ class ServiceMiddleware:
         fields = {"request_id": request_id, "method": scope.get("method"), "path": path, "status": status["code"]}
         log.info("request", extra={**fields, "ms": round(elapsed * 1000, 3), "model": model})
 
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_body} bytes"}).encode()
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        """The whole request body, or None once it exceeds the limit (declared or streamed): 413 before parsing."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     verify_queue: int = 64  # pending background checks beyond this are dropped (and counted)
     drain_timeout_s: float = 30.0  # on SIGTERM, time to finish rows in flight before handing them back
     log_json: bool = True  # one JSON object per log line
+
+    @model_validator(mode="after")
+    def samples_fit_a_batch(self) -> Settings:
+        if self.max_samples > self.max_batch_rows:
+            raise ValueError(f"max_samples ({self.max_samples}) must not exceed max_batch_rows ({self.max_batch_rows})")
+        return self
 
 
 @lru_cache(maxsize=1)

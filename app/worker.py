@@ -33,7 +33,7 @@ from app.inputs import InputError, model_inputs
 from app.jobs import Job, Result
 from app.settings import Settings
 from samplers.engine import Engine
-from samplers.sampling import PreparedSample, prepare, sample_body
+from samplers.sampling import PreparedSample, prepare, resolve_method, sample_body
 from samplers.system import SamplingSystem, solve_system
 from solvers import FixedPointBatch, Schedule
 
@@ -91,10 +91,14 @@ class RowGroup:
         n = active.size
         schedule = Schedule(method=solver_method, block_size=p.block_size or self.system.block_size,
                             max_iterations=p.max_iterations)  # fmt: skip
-        self.batch.add(self.system.initial_guess(p.noise), schedule)
-        self.noise = p.noise if self.noise is None else torch.cat([self.noise, p.noise])
-        slots = torch.tensor([self.free.pop() for _ in range(n)], dtype=torch.long)
+        # Everything that can fail first; then the state changes that must stay aligned, together.
+        x0 = self.system.initial_guess(p.noise)
+        noise = p.noise if self.noise is None else torch.cat([self.noise, p.noise])
+        slots = torch.tensor(self.free[-n:], dtype=torch.long)
         self.system.reset(self.cache, slots.to(p.noise.device))
+        self.batch.add(x0, schedule)
+        del self.free[-n:]
+        self.noise = noise
         self.slots = torch.cat([self.slots, slots])
         self.owners += [(active, i) for i in range(n)]
 
@@ -152,19 +156,21 @@ class Worker:
     def run(self) -> None:
         log.info("worker started", extra={"worker": self.name, "device": str(self.engine.device)})
         while not self.stop.is_set():
-            self.turn()
+            try:
+                self.turn()
+            except Exception:  # one bad turn must not end the worker: log it and carry on
+                log.exception("worker turn failed")
+                time.sleep(0.1)
         self.drain()
 
     def turn(self) -> None:
         """One turn: beat, fetch and admit, one iteration of every group, answer what finished."""
         self.source.beat()
-        active = self.active_rows()
-        timeout = 0.0 if active or self.waiting else 0.25
-        jobs = self.source.fetch(self.fetch_budget(), timeout)
-        if jobs and not active and self.settings.max_wait_ms > 0:  # idle: give a batch a moment to form
+        idle = not self.active_rows() and not self.waiting
+        fetched = self.fetch(0.25 if idle else 0.0)
+        if fetched and idle and self.settings.max_wait_ms > 0:  # give a batch a moment to form
             time.sleep(self.settings.max_wait_ms / 1000)
-            jobs += self.source.fetch(max(self.fetch_budget() - len(jobs), 0), 0.0)
-        self.waiting.extend(jobs)
+            self.fetch(0.0)
         self.admit()
         with torch.inference_mode():
             for key, group in list(self.groups.items()):
@@ -179,10 +185,21 @@ class Worker:
     def active_rows(self) -> int:
         return sum(group.rows for group in self.groups.values())
 
-    def fetch_budget(self) -> int:
-        """Jobs to ask for: no more than free rows (each sampling job takes at least one)."""
-        free = self.settings.max_batch_rows - self.active_rows() - sum(self.rows_of(j) for j in self.waiting)
-        return max(free, 0)
+    def free_rows(self) -> int:
+        return self.settings.max_batch_rows - self.active_rows() - sum(self.rows_of(j) for j in self.waiting)
+
+    def fetch(self, timeout: float) -> int:
+        """Take jobs one at a time while rows are free (a job's size is known only once read). Returns count."""
+        count = 0
+        while self.free_rows() > 0 and count < self.settings.max_batch_rows:
+            jobs = self.source.fetch(1, timeout if count == 0 else 0.0)
+            if not jobs:
+                break
+            self.waiting.extend(jobs)
+            count += len(jobs)
+        if count == 0 and timeout > 0 and self.free_rows() <= 0:
+            time.sleep(min(timeout, 0.01))
+        return count
 
     @staticmethod
     def rows_of(job: Job) -> int:
@@ -190,34 +207,48 @@ class Worker:
 
     # -- admission ------------------------------------------------------------------------------------------
     def admit(self) -> None:
+        """Admit waiting jobs in order while rows are free. A sampling job waiting for rows keeps its place and
+        nobody overtakes it; a job whose model's batch is sealed (static batching) waits without blocking others;
+        at most one whole (gradient/infer) job runs per turn, so the batch's iterations keep going."""
+        ran_whole, waiting_for_rows, kept = False, False, deque[Job]()
         while self.waiting:
-            job = self.waiting[0]
+            job = self.waiting.popleft()
             if job.expired:
-                self.waiting.popleft()
                 self.answer(job, Result.error(job.id, 504, "deadline passed before the job started"))
-                continue
-            if job.kind != "sample":
-                self.waiting.popleft()
-                self.run_whole(job)
-                continue
-            if self.active_rows() + self.rows_of(job) > self.settings.max_batch_rows:
-                break  # wait for rows to free up
-            try:
-                if not self.admit_sample(job):
-                    break  # static batching: this model's batch is sealed until it empties
-            except (ValueError, KeyError) as error:
-                self.answer(job, Result.error(job.id, 422, str(error.args[0] if error.args else error)))
-            self.waiting.popleft()
+            elif job.kind != "sample":
+                if ran_whole:
+                    kept.append(job)
+                else:
+                    self.run_whole(job)
+                    ran_whole = True
+            elif self.rows_of(job) > self.settings.max_batch_rows:
+                self.answer(job, Result.error(job.id, 422, f"num_samples: at most {self.settings.max_batch_rows}"))
+            elif waiting_for_rows or self.active_rows() + self.rows_of(job) > self.settings.max_batch_rows:
+                waiting_for_rows = True
+                kept.append(job)
+            else:
+                try:
+                    if not self.admit_sample(job):
+                        kept.append(job)
+                except Exception as error:
+                    self.fail(job, error)
+        self.waiting = kept
+
+    def group_key(self, job: Job) -> tuple[str, str]:
+        p = job.payload
+        method, _ = resolve_method(self.engine, p["model"], p["method"])
+        return p["model"], "evaluate_split" if method == "jacobi_split" else "evaluate"
 
     def admit_sample(self, job: Job) -> bool:
+        """Put a sampling job's rows into its group; False if static batching keeps the group sealed."""
+        key = self.group_key(job)
+        group = self.groups.get(key)
+        if group is not None and self.static and group.sealed:
+            return False
         p = job.payload
         prepared = prepare(self.engine, p["model"], p["num_samples"], p["method"], p["seed"], p.get("block_size"),
                            p.get("max_iterations"), p.get("verify", False), p.get("format", "array"))  # fmt: skip
         solver_method, evaluate = prepared.system.plan(prepared.method)
-        key = (prepared.model, getattr(evaluate, "__name__", "evaluate"))
-        group = self.groups.get(key)
-        if group is not None and self.static and group.sealed:
-            return False
         if group is None:
             group = self.groups[key] = RowGroup(prepared.system, evaluate, self.settings.max_batch_rows)
         metrics.QUEUE_WAIT.labels(job.kind).observe(max(time.time() - job.submitted, 0.0))
@@ -243,7 +274,7 @@ class Worker:
         for it in iterations:
             metrics.ITERATIONS.labels(p.model, p.method).observe(it)
         self.answer(active.job, Result(active.job.id, 200, body))
-        if self.settings.verify_fraction > 0 and random.random() < self.settings.verify_fraction:
+        if body["converged"] and self.settings.verify_fraction > 0 and random.random() < self.settings.verify_fraction:
             if len(self.checks) < self.settings.verify_queue:
                 self.checks.append((p, samples, active.job.id))
             else:
@@ -285,12 +316,17 @@ class Worker:
     def safely_job(self, job: Job, action: Callable[[], None]) -> None:
         try:
             action()
-        except InputError as error:
+        except Exception as error:
+            self.fail(job, error)
+
+    def fail(self, job: Job, error: Exception) -> None:
+        """Bad input is the caller's 422; anything else is our 500, logged with the traceback."""
+        if isinstance(error, InputError):
             self.answer(job, Result.error(job.id, 422, str(error)))
-        except (ValueError, KeyError) as error:
+        elif isinstance(error, ValueError | KeyError):
             self.answer(job, Result.error(job.id, 422, str(error.args[0] if error.args else error)))
-        except Exception:
-            log.exception("job failed", extra={"job": job.id})
+        else:
+            log.error("job failed", exc_info=error, extra={"job": job.id})
             self.answer(job, Result.error(job.id, 500, "internal error"))
 
     def expire(self) -> None:

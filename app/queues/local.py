@@ -7,8 +7,8 @@ asyncio future registered at submit time, so a result can never arrive before so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-import time
 from collections import deque
 
 from app.jobs import Job, Result
@@ -22,7 +22,7 @@ class LocalQueue:
         self._ready = threading.Condition()
         self._futures: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Result]]] = {}
         self._outstanding: set[str] = set()
-        self._last_beat = 0.0
+        self.worker_thread: threading.Thread | None = None  # set by the app: readiness means it is alive
 
     # -- API side -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -56,7 +56,7 @@ class LocalQueue:
         return len(self._outstanding)
 
     async def workers(self) -> int:
-        return int(time.monotonic() - self._last_beat < 5.0)
+        return int(self.worker_thread is not None and self.worker_thread.is_alive())
 
     async def ping(self) -> bool:
         return True
@@ -83,11 +83,12 @@ class LocalQueue:
             if not future.done():
                 future.set_result(result)
 
-        loop.call_soon_threadsafe(resolve)
+        with contextlib.suppress(RuntimeError):  # the event loop is closed (shutting down): nobody left to tell
+            loop.call_soon_threadsafe(resolve)
 
     def release(self, job: Job) -> None:
         with self._ready:
             self._jobs.appendleft(job)
 
     def beat(self) -> None:
-        self._last_beat = time.monotonic()
+        pass  # the worker shares this process: readiness checks its thread directly

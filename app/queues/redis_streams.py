@@ -111,9 +111,13 @@ class RedisQueue:
         try:
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    popped = await self.client.blpop([self.keys.result(job.id)], timeout=min(left, 1.0))
-                    if popped is not None:
-                        return Result.from_json(popped[1])
+                    key = self.keys.result(job.id)
+                    # Read without removing (rotate the one-element list onto itself), then delete: a connection
+                    # lost between the two leaves the result in place for the next attempt.
+                    raw = await self.client.blmove(key, key, min(left, 1.0), "LEFT", "RIGHT")  # type: ignore[arg-type]
+                    if raw is not None:
+                        await self.client.delete(key)
+                        return Result.from_json(raw)
                     backoff = 0.05
                 except TRANSIENT:
                     await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
@@ -127,9 +131,9 @@ class RedisQueue:
         """After a connection error: if Redis lost the job (restart without persistence), submit it again."""
         try:
             entry = self.entries.get(job.id)
-            if await self.client.exists(self.keys.done(job.id), self.keys.result(job.id)):
-                return
             if entry and await self.client.xrange(self.keys.jobs, entry, entry):
+                return
+            if await self.client.exists(self.keys.done(job.id), self.keys.result(job.id)):
                 return
             await self.start()  # the group may be gone too
             self.entries[job.id] = str(await self.client.xadd(self.keys.jobs, {"job": job.to_json()}))
@@ -158,10 +162,17 @@ class RedisWorkSource:
         self.settings, self.name, self.keys = settings, name, Keys(settings.stream_prefix)
         self.client = redis.from_url(settings.redis_url, retry=_retry(), socket_timeout=5, decode_responses=True)
         self.deliver = self.client.register_script(DELIVER)
-        self.entries: dict[str, str] = {}  # job id -> entry id of jobs this worker holds
-        self.last_beat = self.last_claim = 0.0
+        self.entries: dict[str, str] = {}  # job id -> entry id of jobs this worker holds (guarded by lock)
+        self.lock = threading.Lock()
+        self.last_claim = 0.0
+        self.claim_cursor = "0-0"  # XAUTOCLAIM scans a window per call: resume where the last call stopped
         self.backoff = 0.05
         self.ensure_group()
+        # Heartbeats and lease renewal run on their own thread and connection, so a long turn of the worker loop
+        # (a verification re-solve, a big gradient) never makes live jobs look abandoned.
+        self.heart = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+        self.stopped = threading.Event()
+        threading.Thread(target=self._heartbeat, name=f"heartbeat-{name}", daemon=True).start()
 
     def ensure_group(self) -> None:
         try:
@@ -182,24 +193,40 @@ class RedisWorkSource:
             if timeout_s:
                 time.sleep(min(timeout_s, 0.05))
             return []
+        jobs: list[tuple[str, Job]] = []  # recorded as held only when returned, even if a later call fails
         try:
-            jobs = self._reclaim(max_jobs)
+            jobs += self._reclaim(max_jobs)
             if len(jobs) < max_jobs:
                 block = int(timeout_s * 1000) if timeout_s > 0 and not jobs else None
-                reply: Any = self.client.xreadgroup(GROUP, self.name, {self.keys.jobs: ">"}, count=max_jobs - len(jobs),
-                                               block=block)  # fmt: skip
+                streams: dict[Any, Any] = {self.keys.jobs: ">"}
+                reply: Any = self.client.xreadgroup(GROUP, self.name, streams, count=max_jobs - len(jobs), block=block)
                 for _, entries in reply or []:
-                    jobs += [self._job(entry_id, fields) for entry_id, fields in entries]
+                    for entry_id, fields in entries:
+                        job = self._job(entry_id, fields)
+                        if job is not None:
+                            jobs.append((entry_id, job))
             self.backoff = 0.05
-            return [job for job in jobs if job is not None]
         except ResponseError as error:
-            if "NOGROUP" in str(error):  # Redis restarted without the group: make it again
-                self.ensure_group()
-                return []
-            raise
+            if "NOGROUP" not in str(error):
+                raise
+            self.ensure_group()  # Redis restarted without the group: make it again
         except TRANSIENT as error:
             self._down(error)
-            return []
+        return self._hold(jobs)
+
+    def _hold(self, jobs: list[tuple[str, Job]]) -> list[Job]:
+        """Record the jobs handed to the worker; a second entry of a job already held here is acknowledged."""
+        held = []
+        with self.lock:
+            for entry_id, job in jobs:
+                if job.id in self.entries and self.entries[job.id] != entry_id:
+                    with contextlib.suppress(*TRANSIENT):
+                        self.client.xack(self.keys.jobs, GROUP, entry_id)
+                        self.client.xdel(self.keys.jobs, entry_id)
+                    continue
+                self.entries[job.id] = entry_id
+                held.append(job)
+        return held
 
     def _job(self, entry_id: str, fields: dict[Any, Any]) -> Job | None:
         try:
@@ -210,18 +237,18 @@ class RedisWorkSource:
             self.client.xack(self.keys.jobs, GROUP, entry_id)
             self.client.xdel(self.keys.jobs, entry_id)
             return None
-        self.entries[job.id] = entry_id
         return job
 
-    def _reclaim(self, max_jobs: int) -> list[Job | None]:
+    def _reclaim(self, max_jobs: int) -> list[tuple[str, Job]]:
         """Jobs of workers silent for claim_idle_ms: take them over; bury the ones tried too often."""
         if time.monotonic() - self.last_claim < min(self.settings.claim_idle_ms / 4000, 1.0):
             return []
         self.last_claim = time.monotonic()
-        reply: Any = self.client.xautoclaim(self.keys.jobs, GROUP, self.name, self.settings.claim_idle_ms, "0-0",
-                                       count=max_jobs)  # fmt: skip
+        idle, cursor = self.settings.claim_idle_ms, self.claim_cursor
+        reply: Any = self.client.xautoclaim(self.keys.jobs, GROUP, self.name, idle, cursor, count=max_jobs)
+        self.claim_cursor = str(reply[0]) if reply else "0-0"
         claimed = reply[1] if reply else []
-        jobs: list[Job | None] = []
+        jobs: list[tuple[str, Job]] = []
         for entry_id, fields in claimed:
             if fields is None:  # deleted meanwhile
                 continue
@@ -231,20 +258,24 @@ class RedisWorkSource:
             if job is None:
                 continue
             if deliveries > self.settings.max_deliveries:
-                self._bury(job, deliveries)
+                self._bury(job, entry_id, deliveries)
                 continue
             log.warning("reclaimed a job from a silent worker", extra={"job": job.id, "deliveries": deliveries})
-            jobs.append(job)
+            jobs.append((entry_id, job))
         return jobs
 
-    def _bury(self, job: Job, deliveries: int) -> None:
+    def _bury(self, job: Job, entry_id: str, deliveries: int) -> None:
         self.client.xadd(self.keys.dead, {"job": job.to_json(), "deliveries": str(deliveries)})
         detail = f"job failed {deliveries - 1} times (workers died running it); moved to the dead-letter stream"
-        self.complete(job, Result.error(job.id, 500, detail))
+        self._deliver(job, entry_id, Result.error(job.id, 500, detail))
 
     def complete(self, job: Job, result: Result) -> None:
         """Write the result (once), then acknowledge: retried until Redis takes it."""
-        entry = self.entries.pop(job.id, None)
+        with self.lock:
+            entry = self.entries.pop(job.id, None)
+        self._deliver(job, entry, result)
+
+    def _deliver(self, job: Job, entry: str | None, result: Result) -> None:
         while True:
             try:
                 keys = [self.keys.done(job.id), self.keys.result(job.id), self.keys.jobs]
@@ -252,29 +283,42 @@ class RedisWorkSource:
                 return
             except TRANSIENT as error:
                 self._down(error)
+            except ResponseError as error:  # e.g. OOM or READONLY: keep the result, try again shortly
+                log.error("redis refused a result; retrying", extra={"job": job.id, "error": str(error)})
+                self._down(error)
 
     def release(self, job: Job) -> None:
-        """Hand a job back at once: mark it idle long enough that any worker's next reclaim takes it."""
-        entry = self.entries.pop(job.id, None)
+        """Hand a job back at once: mark it idle long enough that any worker's next reclaim takes it. JUSTID:
+        a hand-back is not a failed delivery."""
+        with self.lock:
+            entry = self.entries.pop(job.id, None)
         if entry is None:
             return
-        with contextlib.suppress(*TRANSIENT):  # if Redis is down, it is reclaimed after claim_idle_ms anyway
-            self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, [entry], idle=self.settings.claim_idle_ms + 1)
+        idle = self.settings.claim_idle_ms + 1
+        with contextlib.suppress(*TRANSIENT, ResponseError):  # else it is reclaimed after claim_idle_ms anyway
+            self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, [entry], idle=idle, justid=True)
 
     def beat(self) -> None:
-        now = time.time()
-        if now - self.last_beat < self.settings.heartbeat_s:
-            return
-        try:
-            self.client.zadd(self.keys.workers, {self.name: now})
-            self.client.zremrangebyscore(self.keys.workers, "-inf", now - 10 * self.settings.heartbeat_ttl_s)
-            if self.entries:  # renew the lease on every job this worker holds: it is alive, not idle
-                self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, list(self.entries.values()), justid=True)
-            self.last_beat = now
-        except TRANSIENT:
-            pass
+        """The worker loop's beat: nothing to do, the heartbeat thread keeps time on its own."""
+
+    def _heartbeat(self) -> None:
+        while not self.stopped.wait(self.settings.heartbeat_s):
+            now = time.time()
+            with self.lock:
+                held: list[Any] = list(self.entries.values())
+            try:
+                self.heart.zadd(self.keys.workers, {self.name: now})
+                self.heart.zremrangebyscore(self.keys.workers, "-inf", now - 10 * self.settings.heartbeat_ttl_s)
+                if held:  # renew the lease on every job this worker holds: it is alive, not idle
+                    self.heart.xclaim(self.keys.jobs, GROUP, self.name, 0, held, justid=True)
+            except ResponseError as error:
+                if "NOGROUP" in str(error):
+                    self.ensure_group()
+            except TRANSIENT:
+                pass
 
     def leave(self) -> None:
+        self.stopped.set()
         with contextlib.suppress(*TRANSIENT):
             self.client.zrem(self.keys.workers, self.name)
 

@@ -195,3 +195,28 @@ def test_continuous_verification_rechecks_answers_in_the_background(server_regis
             time.sleep(0.05)
         assert f"{line} 3.0" in text
         assert 'outcome="mismatch"' not in text
+
+
+def test_a_chunked_oversized_body_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "made-tiny", "pad": "'
+        for _ in range(10):
+            yield b"x" * 2**20
+        yield b'"}'
+
+    r = client.post("/sample", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_an_internal_error_is_a_bare_500_with_a_request_id(server_registry: Path) -> None:
+    with client_for(server_registry) as c:
+
+        def broken() -> list[object]:
+            raise RuntimeError("boom: this must not reach the client")
+
+        c.app.state.engine.models = broken  # type: ignore[attr-defined]
+        r = c.get("/models")
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal error"}
+        assert "boom" not in r.text
+        assert r.headers["x-request-id"]

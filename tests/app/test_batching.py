@@ -29,7 +29,7 @@ def test_concurrent_mixed_requests_each_equal_the_answer_computed_alone(server_r
         )
         requests.append({"model": model, "num_samples": rng.randint(1, 6), "method": rng.choice(methods),
                          "seed": rng.randint(0, 10**6)})  # fmt: skip
-    app = create_app(Settings(registry=str(server_registry), max_batch_rows=32))
+    app = create_app(Settings(registry=str(server_registry), max_batch_rows=32, max_samples=8))
     with TestClient(app) as client, ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda body: client.post("/sample", json=body), requests))
     engine = Engine("cpu", server_registry)
@@ -98,7 +98,7 @@ def sample_job(n: int, seed: int, model: str = "made-tiny") -> Job:
 def test_worker_never_holds_more_rows_than_its_budget(server_registry: Path) -> None:
     jobs = [sample_job(3, seed) for seed in range(10)]
     source = FakeSource(jobs)
-    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=7, max_wait_ms=0))
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=7, max_samples=7, max_wait_ms=0))
     for _ in range(500):
         worker.turn()
         assert worker.active_rows() <= 7
@@ -111,10 +111,11 @@ def test_worker_never_holds_more_rows_than_its_budget(server_registry: Path) -> 
 def test_drain_hands_back_what_it_cannot_finish(server_registry: Path) -> None:
     jobs = [sample_job(4, 1, "made-slow"), sample_job(2, 2)]
     source = FakeSource(jobs)
-    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=4, max_wait_ms=0,
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=4, max_samples=4, max_wait_ms=0,
                                                                      drain_timeout_s=0.0))  # fmt: skip
-    worker.turn()  # the slow job takes all rows; the other waits
+    worker.turn()  # the slow job takes all rows; the other is not even fetched (no free rows)
     assert worker.active_rows() == 4
+    assert [job.id for job in source.jobs] == [jobs[1].id]
     worker.drain()
-    assert set(source.released) == {job.id for job in jobs}
+    assert source.released == [jobs[0].id]
     assert source.results == {}

@@ -175,3 +175,62 @@ def test_a_redis_restart_loses_no_accepted_request(redis_server: RedisServer, se
     finally:
         stop(worker)
         stop(server)
+
+
+def source_for(redis_server: RedisServer, name: str, **settings: Any):  # type: ignore[no-untyped-def]
+    from app.queues.redis_streams import RedisWorkSource
+    from app.settings import Settings
+
+    return RedisWorkSource(Settings(redis_url=redis_server.url, **settings), name)
+
+
+def add_jobs(redis_server: RedisServer, count: int) -> list[str]:
+    from app.jobs import Job
+
+    client = redis_server.client()
+    jobs = [Job("sample", {"model": "made-tiny"}, deadline=time.time() + 60) for _ in range(count)]
+    for job in jobs:
+        client.xadd("parafeed:jobs", {"job": job.to_json()})
+    return [job.id for job in jobs]
+
+
+def test_a_hand_back_is_not_counted_as_a_failed_delivery(redis_server: RedisServer) -> None:
+    source = source_for(redis_server, "w1", heartbeat_s=60)
+    add_jobs(redis_server, 1)
+    (job,) = source.fetch(1, 0.0)
+    source.release(job)
+    (pending,) = redis_server.client().xpending_range("parafeed:jobs", "workers", "-", "+", 1)
+    assert pending["times_delivered"] == 1
+    assert pending["time_since_delivered"] > 1000  # idle: the next reclaim anywhere takes it at once
+    source.leave()
+
+
+def test_reclaim_reaches_a_dead_consumers_job_behind_many_live_ones(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    ids = add_jobs(redis_server, 40)
+    client.xgroup_create("parafeed:jobs", "workers", id="0", mkstream=True)
+    live = client.xreadgroup("workers", "alive", {"parafeed:jobs": ">"}, count=39)[0][1]
+    client.xreadgroup("workers", "dead", {"parafeed:jobs": ">"}, count=1)
+    source = source_for(redis_server, "rescuer", claim_idle_ms=200, heartbeat_s=60)
+    time.sleep(0.3)
+    found = []
+    for _ in range(20):
+        client.xclaim("parafeed:jobs", "workers", "alive", 0, [e for e, _ in live], justid=True)  # alive: renews
+        source.last_claim = 0.0
+        found += source.fetch(1, 0.0)
+        if found:
+            break
+    assert [job.id for job in found] == [ids[-1]]
+    source.leave()
+
+
+def test_the_heartbeat_survives_a_redis_restart(redis_server: RedisServer) -> None:
+    source = source_for(redis_server, "w1", heartbeat_s=0.1)
+    add_jobs(redis_server, 1)
+    assert source.fetch(1, 0.0)  # holds a job: the heartbeat renews its lease (XCLAIM needs the group)
+    redis_server.stop()
+    time.sleep(0.3)
+    redis_server.start()  # the group is gone: NOGROUP must not kill the heartbeat
+    time.sleep(0.5)
+    assert redis_server.client().zscore("parafeed:workers", "w1") is not None
+    source.leave()
