@@ -48,7 +48,7 @@ format: setup
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-## bench: the full-size benchmarks; results (JSON + PNG) land in benchmarks/results/
+## bench: every benchmark at full size; results (JSON + PNG) land in benchmarks/results/ (about an hour on 2 cores)
 bench: setup
 	$(VENV)/bin/parafeed bench
 

@@ -17,6 +17,7 @@ from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 METHODS = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
+BENCHMARKS = ("synthetic", "sampling", "gradients", "dense", "serving")
 
 
 def _print_json(payload: Any) -> None:
@@ -61,10 +62,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     if str(CHECKOUT) not in sys.path:
         sys.path.insert(0, str(CHECKOUT))
-    from benchmarks import synthetic
+    import importlib
 
     argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
-    synthetic.main(argv)
+    for name in args.only or BENCHMARKS:
+        print(f"== benchmark {name} ==", file=sys.stderr)
+        importlib.import_module(f"benchmarks.{name}").main(argv)
     return 0
 
 
@@ -337,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--data", help=data_help)
 
     bench = command("bench", _bench, "run the benchmarks; JSON + PNG land in --out")
-    bench.add_argument("--quick", action="store_true", help="small sizes, one repeat (about a minute)")
+    bench.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    bench.add_argument("--only", nargs="*", choices=BENCHMARKS, help="run only these (default: all)")
     bench.add_argument("--out", type=Path, default=CHECKOUT / "benchmarks" / "results")
     return parser
 

@@ -21,7 +21,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
 
 
 def test_bench_quick_writes_json_and_png(tmp_path: Path) -> None:
-    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--only", "synthetic", "--out", str(tmp_path)]) == 0
     payload = json.loads((tmp_path / "synthetic-quick.json").read_text())
     assert (tmp_path / "synthetic-quick.png").stat().st_size > 10_000
     by_key = {(r["system"], r["method"]): r for r in payload["results"]}
