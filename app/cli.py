@@ -221,13 +221,15 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _images(args: argparse.Namespace) -> int:
+    import torch
+
     from models import data as datasets
     from models.pictures import save_grid
 
     split = datasets.load_split(args.split, args.data)
     picked = split.images[: args.n]
     if args.binarize:
-        picked = (picked > 127).to(__import__("torch").uint8) * 255
+        picked = (picked > 127).to(torch.uint8) * 255
     print(save_grid(picked, args.out))
     return 0
 
