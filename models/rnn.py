@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.invariance import pad_rows
+
 
 @dataclass(frozen=True)
 class RNNConfig:
@@ -58,11 +60,19 @@ class RecurrentRegressor(nn.Module):
         return self.config.image_size**2
 
     def cell(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One step: x_t (B,), h (B, H) -> h' (B, H)."""
+        """One step: x_t (B,), h (B, H) -> h' (B, H).
+
+        Batch invariant (``models.invariance``): rows are padded to a multiple of 8, so a row's result is the
+        same whether the step-by-step loop calls it on B rows or a Jacobi iteration on B*T rows at once.
+        """
+        rows = h.shape[0]
+        x_t, h = pad_rows(x_t), pad_rows(h)
         if self.config.cell == "softplus":
-            return F.softplus(F.linear(h, self.w_h) + x_t[:, None] * self.w_x[:, 0] + self.b)
-        _, z, n, _ = self.gru_gates(x_t, h)
-        return (1 - z) * n + z * h
+            out = F.softplus(F.linear(h, self.w_h) + x_t[:, None] * self.w_x[:, 0] + self.b)
+        else:
+            _, z, n, _ = self.gru_gates(x_t, h)
+            out = (1 - z) * n + z * h
+        return out[:rows]
 
     def gru_gates(
         self, x: torch.Tensor, h: torch.Tensor
@@ -98,18 +108,27 @@ class RecurrentRegressor(nn.Module):
         return ((self(x) - x) ** 2).mean(dim=1)
 
     def step_backward(
-        self, x: torch.Tensor, h: torch.Tensor, g_next: torch.Tensor
+        self, x: torch.Tensor, h: torch.Tensor, g_next: torch.Tensor, params: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Backward through every step at once, given dL/dh_{t+1}, without forming Jacobians.
 
         x: (..., ) inputs x_t; h: (..., H) states h_t; g_next: (..., H) = dL/dh_{t+1}.
-        Returns (J_t^T g_next (..., H); per-step parameter gradients keyed like ``named_parameters`` (summed by the
-        caller); dL/dx_t through the step (..., )). The batched reductions of Song et al. (sec. 4.3).
+        Returns (J_t^T g_next (..., H); parameter gradients summed over every step and row, keyed like
+        ``named_parameters`` (empty when ``params`` is False: a Jacobi iteration needs only the first term);
+        dL/dx_t through the step (..., )). The batched reductions of Song et al. (sec. 4.3): one matmul per
+        parameter over all (row, step) pairs, never a per-step outer product.
         """
+
+        def outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # sum over leading dims of a b^T
+            return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+        def total(a: torch.Tensor) -> torch.Tensor:
+            return a.reshape(-1, a.shape[-1]).sum(dim=0)
+
         if self.config.cell == "softplus":
             pre = F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
             e = torch.sigmoid(pre) * g_next  # dL/da_t
-            grads = {"w_h": e[..., :, None] * h[..., None, :], "w_x": (e * x[..., None])[..., None], "b": e}
+            grads = {"w_h": outer(e, h), "w_x": outer(e, x[..., None]), "b": total(e)} if params else {}
             return e @ self.w_h, grads, e @ self.w_x[:, 0]
         w_ih, w_hh, _, _ = self.gru_weights()
         r, z, n, hn = self.gru_gates(x, h)
@@ -118,12 +137,16 @@ class RecurrentRegressor(nn.Module):
         d_z = g_next * (h - n) * z * (1 - z)
         d_gi = torch.cat([d_r, d_z, d_npre], dim=-1)  # dL/d(W_ih x + b_ih), gates [r, z, n]
         d_gh = torch.cat([d_r, d_z, d_npre * r], dim=-1)  # dL/d(W_hh h + b_hh)
-        grads = {
-            "gru.weight_ih_l0": d_gi[..., :, None] * x[..., None, None],
-            "gru.weight_hh_l0": d_gh[..., :, None] * h[..., None, :],
-            "gru.bias_ih_l0": d_gi,
-            "gru.bias_hh_l0": d_gh,
-        }
+        grads = (
+            {
+                "gru.weight_ih_l0": outer(d_gi, x[..., None]),
+                "gru.weight_hh_l0": outer(d_gh, h),
+                "gru.bias_ih_l0": total(d_gi),
+                "gru.bias_hh_l0": total(d_gh),
+            }
+            if params
+            else {}
+        )
         return d_gh @ w_hh + g_next * z, grads, (d_gi @ w_ih)[..., 0]
 
     def step_jacobian(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

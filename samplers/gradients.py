@@ -75,7 +75,7 @@ class BackwardSystem:
     def vjp(self, g: torch.Tensor) -> torch.Tensor:
         """(J_t^T g_{t+1}) for t = 1..T given g = g_1..g_T; the term for t = T is 0. (B, T, H)."""
         x_t, h_t = self.x[:, 1:], self.states[:, 1:-1]  # steps t = 1..T-1: h_{t+1} = cell(x_t, h_t)
-        out, _, _ = self.model.step_backward(x_t, h_t, g[:, 1:])
+        out, _, _ = self.model.step_backward(x_t, h_t, g[:, 1:], params=False)
         return torch.cat([out, torch.zeros_like(g[:, :1])], dim=1)
 
     @torch.no_grad()
@@ -93,10 +93,10 @@ class BackwardSystem:
     def gradients(self, g: torch.Tensor, wrt: str) -> dict[str, torch.Tensor]:
         """Batched reductions: every parameter's gradient from g_1..g_T (or dL/dx)."""
         model, x, states = self.model, self.x, self.states
-        _, step_grads, d_x = model.step_backward(x, states[:, :-1], g)  # steps t = 0..T-1, g_{t+1}
+        _, step_grads, d_x = model.step_backward(x, states[:, :-1], g, params=wrt == "params")  # t = 0..T-1
         if wrt == "inputs":  # through the steps, and (next-pixel regression) as the regression target
             return {"inputs": d_x - self.d_out if self.own_targets else d_x}
-        grads = {name: value.sum(dim=(0, 1)) for name, value in step_grads.items()}
+        grads = dict(step_grads)
         h_pred = states[:, :-1]
         grads["readout.weight"] = (self.d_out[..., None] * h_pred).sum(dim=(0, 1))[None]
         grads["readout.bias"] = self.d_out.sum().reshape(1)

@@ -3,8 +3,9 @@
 One Jacobi iteration applies the cell to every step at once (one batched call over B*T rows) from the current
 iterate of the states; after k iterations the first k states are final, and the solve stops as soon as the
 iterate reproduces itself (often well before T: contractive cells forget, and floating point forgets faster).
-The batched cell rounds differently from the step-by-step loop, so the answer equals ``model.hidden_states`` to
-float32 rounding (``verify`` reports the difference), and exactly the sequential solve of the same batched map.
+The cell is batch invariant (``models.invariance``: rows padded to a multiple of 8), so a row computes the same
+bits in a batched call over B*T rows as in the step-by-step loop over B rows: with ``tol=0`` the answer is bit for
+bit ``model.hidden_states`` (``verify`` checks it and reports ``equal``).
 
 Shapes: x (B, T) pixels; states (B, T, H) = h_1..h_T; predictions (B, T).
 """

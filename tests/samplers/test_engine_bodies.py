@@ -35,11 +35,15 @@ def test_tolerance_and_truncation_are_not_called_exact(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
-def test_sequence_inference_by_jacobi_matches_the_loop(engine: Engine, name: str) -> None:
-    x = engine.test_inputs(name, 4, seed=1)
+@pytest.mark.parametrize("batch", [1, 3, 4, 9])
+def test_sequence_inference_by_jacobi_is_bitwise_the_loop(engine: Engine, name: str, batch: int) -> None:
+    x = engine.test_inputs(name, batch, seed=1)
     body = engine.infer(name, x, "jacobi", verify=True)
+    sequential = engine.infer(name, x, "sequential")
     assert body["exact"] is True
-    assert body["verified"]["max_abs_diff"] <= 1e-5
+    assert body["verified"] == {"max_abs_diff": 0.0, "equal": True}
+    assert body["outputs"] == sequential["outputs"]
+    assert max(body["iterations"]) <= body["sequential_steps"]
 
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
