@@ -45,15 +45,16 @@ class DenseSystem:
     def __init__(self, model: DenseNet, image_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
         self.model = model
         self.unknowns: list[Unknown] = []
-        with torch.no_grad():  # shapes by one probe through the network
-            h = model.stem(torch.zeros(1, *image_shape))
+        device = next(model.parameters()).device
+        with torch.no_grad():  # shapes by one probe through the network, on the model's device
+            h = model.stem(torch.zeros(1, *image_shape, device=device))
             self.unknowns.append(Unknown("stem", tuple(h.shape[1:])))
             self.block_index: list[tuple[int, int]] = []  # (index of block input, index of first layer)
             for b, (block, transition) in enumerate(model.stages()):
                 self.block_index.append((len(self.unknowns) - 1, len(self.unknowns)))
                 size = tuple(h.shape[2:])
                 self.unknowns += [Unknown(f"block{b + 1}.layer{j + 1}", (block.k, *size)) for j in range(block.layers)]
-                h = torch.zeros(1, block.width, *size)
+                h = torch.zeros(1, block.width, *size, device=device)
                 if transition is not None:
                     h = transition(h)
                     self.unknowns.append(Unknown(f"transition{b + 1}", tuple(h.shape[1:])))
