@@ -4,7 +4,8 @@
 #                     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
 #                     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
 #   run:            docker run -p 127.0.0.1:8000:8000 parafeed            (embedded: server + worker)
-#                   docker run parafeed worker --redis-url redis://redis:6379/0
+#                   docker run --no-healthcheck parafeed worker --redis-url redis://redis:6379/0
+#                   (a worker serves no /healthz: its liveness is its heartbeat, counted by the API's /readyz)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -17,7 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PARAFEED_HOST=0.0.0.0
+    PARAFEED_HOST=0.0.0.0 \
+    PARAFEED_PORT=8000 \
+    PARAFEED_METRICS_HOST=0.0.0.0
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -52,8 +55,9 @@ RUN pip install --no-deps . \
 
 USER 10001:10001
 EXPOSE 8000
+# The port comes from PARAFEED_PORT, the setting `parafeed serve` reads, so `-e PARAFEED_PORT=9000` moves both.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PARAFEED_PORT', '8000'), timeout=2)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["parafeed"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["serve"]

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format bench setup system clean
+.PHONY: run test lint format bench setup data system clean
 
 setup: $(STAMP)
 
@@ -22,16 +22,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-## system: Debian packages the tests need, installed only when missing (Fashion-MNIST data, a real Redis)
-system:
-	@missing=""; \
-	if [ -z "$$PARAFEED_DATA" ] && [ ! -f $(DATA_DIR)/t10k-images-idx3-ubyte.gz ]; then missing="dataset-fashion-mnist"; fi; \
-	if ! command -v redis-server > /dev/null; then missing="$$missing redis-server"; fi; \
-	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
+## data: Debian's Fashion-MNIST package, installed only when missing (test-set inputs, eval, training)
+data:
+	@if [ -z "$$PARAFEED_DATA" ] && [ ! -f $(DATA_DIR)/t10k-images-idx3-ubyte.gz ]; then \
+		echo "installing Debian package: dataset-fashion-mnist"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+
+## system: what the tests need besides the data, installed only when missing (a real Redis)
+system: data
+	@if ! command -v redis-server > /dev/null; then echo "installing Debian package: redis-server"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; fi
 
 ## run: the server on http://127.0.0.1:8000 (embedded worker, shipped models; PARAFEED_* env vars configure it)
-run: setup
+run: setup data
 	$(VENV)/bin/parafeed serve
 
 ## test: lint + type check + the whole test suite (what CI runs)

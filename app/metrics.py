@@ -22,7 +22,9 @@ ITERATIONS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )  # fmt: skip
 VERIFICATIONS = Counter(
-    "parafeed_verifications_total", "Background re-checks against the sequential method", ["model", "outcome"]
+    "parafeed_verifications_total",
+    "Answered samples re-checked against the sequential method (continuous verification)",
+    ["model", "outcome"],
 )
 JOBS = Counter("parafeed_jobs_total", "Jobs finished by workers", ["kind", "outcome"])
 WORKERS = Gauge("parafeed_workers", "Workers alive (heartbeats within their TTL)")

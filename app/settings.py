@@ -5,10 +5,12 @@ PARAFEED_REDIS_URL=redis://localhost:6379/0 PARAFEED_MAX_BATCH_ROWS=256 parafeed
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,14 +43,29 @@ class Settings(BaseSettings):
     max_deliveries: int = 3  # after this many attempts a job goes to the dead-letter stream (caller gets 500)
     heartbeat_s: float = 1.0  # workers announce themselves this often
     heartbeat_ttl_s: float = 5.0  # and count as alive this long after
+    worker_stall_s: float = 120.0  # a worker loop silent this long stops renewing leases: its jobs get reclaimed
     result_ttl_s: int = 600  # undelivered results expire after this
 
     # Operations.
-    api_keys: list[str] = []  # empty: no authentication; else X-API-Key or Authorization: Bearer
+    # Empty: no authentication; else X-API-Key or Authorization: Bearer. Env: comma-separated or a JSON list.
+    api_keys: Annotated[list[str], NoDecode] = []
     verify_fraction: float = Field(default=0.0, ge=0.0, le=1.0)  # answered requests re-checked in the background
-    verify_queue: int = 64  # pending background checks beyond this are dropped (and counted)
+    verify_queue: int = 1024  # samples waiting for a background check beyond this are dropped (and counted)
+    verify_rows: int = 8  # batch rows background checks may hold at once: verification never crowds out requests
+    metrics_host: str = "127.0.0.1"  # where `parafeed worker --metrics-port` listens (0.0.0.0 in containers)
     drain_timeout_s: float = 30.0  # on SIGTERM, time to finish rows in flight before handing them back
     log_json: bool = True  # one JSON object per log line
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def keys_from_text(cls, value: Any) -> Any:
+        """PARAFEED_API_KEYS=key1,key2 (or a JSON list) -> ["key1", "key2"]."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
 
     @model_validator(mode="after")
     def samples_fit_a_batch(self) -> Settings:

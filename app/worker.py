@@ -1,18 +1,17 @@
-"""The worker loop: iteration-level (continuous) batching of sampling rows across requests.
+"""The worker loop: iteration-level (continuous) batching across requests (DESIGN.md section 6).
 
-Per model (and step variant) the worker keeps one ``RowGroup``: a ``solvers.FixedPointBatch`` whose rows are the
-samples of many requests, each with its own fixed noise, schedule and cache slot. Every turn of the loop:
-1. admit waiting jobs into free rows (never more rows than ``max_batch_rows``; a source hands out at most as many
-   jobs as there are free rows);
-2. advance every group by one solver iteration: ``evaluate`` on the pending rows, ``batch.advance`` (the same
-   code as ``solvers.solve``, so a row's answer and iteration count are those of the library call);
-3. take converged rows out; a request is answered the moment its last row is done.
-Nobody waits for somebody else's slow sample. Gradient and inference jobs are short and run whole, between
-iterations. ``batching="static"`` is the batch-synchronous baseline: a group admits only when empty and answers
-only when every row is done.
+Per model and step variant the worker keeps one ``app.rows.RowGroup``. Every turn of the loop:
+1. beat, then fetch jobs while rows are free (a source hands out at most as many jobs as there are free rows,
+   and no more than one whole gradient/infer job ahead, so a worker never hoards what others could run);
+2. admit waiting jobs into free rows in arrival order (a job that does not fit keeps its place); spare rows,
+   up to ``verify_rows``, take background checks (continuous verification);
+3. advance every group by one solver iteration (the same ``FixedPointBatch`` code as ``solvers.solve``);
+4. take converged rows out; a request is answered the moment its last row is done.
+Nobody waits for somebody else's slow sample. Gradient and inference jobs are short and run whole, one per turn,
+between iterations. ``batching="static"`` is the batch-synchronous baseline: a group admits only when empty and
+answers only when every row is done.
 
-Invariant: sample i of a request depends only on (model, seed, i): rows are independent in the batch and the
-model steps are batch invariant (``models.invariance``, ``models.pixelcnnpp_bands``).
+Invariant: sample i of a request depends only on (model, seed, i) (see ``app.rows``).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -31,11 +29,13 @@ import torch
 from app import metrics
 from app.inputs import InputError, model_inputs
 from app.jobs import Job, Result
+from app.rows import ActiveSample, RowGroup, RowOwner, SampleCheck
 from app.settings import Settings
-from samplers.engine import Engine
-from samplers.sampling import PreparedSample, prepare, resolve_method, sample_body
-from samplers.system import SamplingSystem, solve_system
-from solvers import FixedPointBatch, Schedule
+from models.data import DataNotFoundError
+from models.registry import UnknownModelError
+from samplers.engine import Engine, WrongKindError
+from samplers.sampling import PreparedSample, prepare, sample_body
+from solvers import Schedule
 
 log = logging.getLogger("parafeed.worker")
 
@@ -51,96 +51,29 @@ class WorkSource(Protocol):
         """Give a job back unanswered (shutdown): another worker will run it."""
         ...
 
-    def beat(self) -> None: ...
+    def beat(self) -> None:
+        """The loop is alive and making progress (called once per turn)."""
+        ...
 
 
-@dataclass
-class ActiveSample:
-    """A sampling job whose rows are in a group."""
-
-    job: Job
-    prepared: PreparedSample
-    started: float  # perf_counter at admission
-    admitted: float = field(default_factory=time.time)
-    rows: dict[int, tuple[torch.Tensor, int, bool]] = field(default_factory=dict)  # index -> (x, iterations, ok)
-
-    @property
-    def size(self) -> int:
-        return int(self.prepared.noise.shape[0])
+def field_error_result(job: Job, field: str, message: str) -> Result:
+    """422 naming the body field at fault, in the shape the API's own validation errors have."""
+    return Result(job.id, 422, {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}]})
 
 
-class RowGroup:
-    """Active rows of one model and step variant. Row r belongs to owners[r] = (job, sample index)."""
-
-    def __init__(self, system: SamplingSystem, evaluate: Callable[..., torch.Tensor], capacity: int) -> None:
-        self.system, self.evaluate, self.capacity = system, evaluate, capacity
-        self.batch = FixedPointBatch(system.unknowns, system.unknown_shape, system.dtype, system.device)
-        self.noise: torch.Tensor | None = None
-        self.slots = torch.empty(0, dtype=torch.long)
-        self.owners: list[tuple[ActiveSample, int]] = []
-        self.cache = system.new_cache(capacity)
-        self.free = list(range(capacity))
-        self.sealed = False  # static batching: no admission once iterating, until the group empties
-
-    @property
-    def rows(self) -> int:
-        return len(self.owners)
-
-    def add(self, active: ActiveSample, solver_method: str) -> None:
-        p = active.prepared
-        n = active.size
-        schedule = Schedule(method=solver_method, block_size=p.block_size or self.system.block_size,
-                            max_iterations=p.max_iterations)  # fmt: skip
-        # Everything that can fail first; then the state changes that must stay aligned, together.
-        x0 = self.system.initial_guess(p.noise)
-        noise = p.noise if self.noise is None else torch.cat([self.noise, p.noise])
-        slots = torch.tensor(self.free[-n:], dtype=torch.long)
-        self.system.reset(self.cache, slots.to(p.noise.device))
-        self.batch.add(x0, schedule)
-        del self.free[-n:]
-        self.noise = noise
-        self.slots = torch.cat([self.slots, slots])
-        self.owners += [(active, i) for i in range(n)]
-
-    def iterate(self) -> None:
-        assert self.noise is not None
-        rows = self.batch.pending()
-        span = torch.stack(self.batch.span(rows), dim=1)
-        slots = self.slots.to(rows.device)[rows]
-        y = self.evaluate(self.batch.x[rows], self.noise[rows], self.cache, slots, span)
-        self.batch.advance(rows, y)
-        self.sealed = True
-
-    def remove(self, keep: torch.Tensor) -> None:
-        kept = set(keep.tolist())
-        for r in range(self.rows):
-            if r not in kept:
-                self.free.append(int(self.slots[r]))
-        self.batch.keep(keep)
-        assert self.noise is not None
-        self.noise = self.noise[keep.to(self.noise.device)]
-        self.slots = self.slots[keep.cpu()]
-        self.owners = [self.owners[r] for r in keep.tolist()]
-        if not self.owners:
-            self.sealed = False
-
-    def harvest(self) -> list[ActiveSample]:
-        """Take finished rows out; return the jobs this completed (all their rows done)."""
-        done = torch.nonzero(self.batch.done).flatten().tolist()
-        if not done:
-            return []
-        finished = []
-        for r in done:
-            active, index = self.owners[r]
-            active.rows[index] = (self.batch.x[r].clone(), int(self.batch.iterations[r]), bool(self.batch.converged[r]))
-            if len(active.rows) == active.size:
-                finished.append(active)
-        self.remove(torch.nonzero(~self.batch.done).flatten())
-        return finished
-
-    def drop(self, job_ids: set[str]) -> None:
-        keep = [r for r, (active, _) in enumerate(self.owners) if active.job.id not in job_ids]
-        self.remove(torch.tensor(keep, dtype=torch.long))
+def error_result(job: Job, error: Exception) -> Result:
+    """A failed job's answer: the caller's mistake is a 4xx naming it, ours a logged 500 without details."""
+    if isinstance(error, InputError):
+        return field_error_result(job, error.field, error.message)
+    if isinstance(error, UnknownModelError):
+        return Result.error(job.id, 404, str(error.args[0]))
+    if isinstance(error, WrongKindError):
+        return field_error_result(job, "model", str(error))
+    if isinstance(error, DataNotFoundError):  # inputs drawn from the test set need the dataset installed
+        log.error("test-set inputs requested but no dataset is installed", extra={"job": job.id})
+        return Result.error(job.id, 503, f"this server has no test set to draw inputs from; send inputs. {error}")
+    log.error("job failed", exc_info=error, extra={"job": job.id})
+    return Result.error(job.id, 500, "internal error")
 
 
 class Worker:
@@ -148,7 +81,7 @@ class Worker:
         self.engine, self.source, self.settings, self.name = engine, source, settings, name
         self.groups: dict[tuple[str, str], RowGroup] = {}
         self.waiting: deque[Job] = deque()  # fetched, not yet admitted (not enough free rows)
-        self.checks: deque[tuple[PreparedSample, torch.Tensor, str]] = deque()
+        self.checks: deque[SampleCheck] = deque()  # answered samples waiting for a background re-solve
         self.stop = threading.Event()
         self.static = settings.batching == "static"
 
@@ -172,6 +105,7 @@ class Worker:
             time.sleep(self.settings.max_wait_ms / 1000)
             self.fetch(0.0)
         self.admit()
+        self.admit_checks()
         with torch.inference_mode():
             for key, group in list(self.groups.items()):
                 if group.rows:
@@ -179,8 +113,6 @@ class Worker:
                     self.safely(group, group.iterate)
                     self.finish(group)
         self.expire()
-        if not self.active_rows() and not self.waiting and self.checks:
-            self.background_check()
 
     def active_rows(self) -> int:
         return sum(group.rows for group in self.groups.values())
@@ -189,9 +121,10 @@ class Worker:
         return self.settings.max_batch_rows - self.active_rows() - sum(self.rows_of(j) for j in self.waiting)
 
     def fetch(self, timeout: float) -> int:
-        """Take jobs one at a time while rows are free (a job's size is known only once read). Returns count."""
+        """Take jobs one at a time while rows are free (a job's size is known only once read) and no whole job
+        is already waiting. Returns how many were taken."""
         count = 0
-        while self.free_rows() > 0 and count < self.settings.max_batch_rows:
+        while self.free_rows() > 0 and not any(j.kind != "sample" for j in self.waiting):
             jobs = self.source.fetch(1, timeout if count == 0 else 0.0)
             if not jobs:
                 break
@@ -203,7 +136,10 @@ class Worker:
 
     @staticmethod
     def rows_of(job: Job) -> int:
-        return int(job.payload.get("num_samples", 1)) if job.kind == "sample" else 0
+        """Batch rows a job occupies: its samples, twice when it asked to verify; whole jobs take none."""
+        if job.kind != "sample":
+            return 0
+        return int(job.payload.get("num_samples", 1)) * (2 if job.payload.get("verify") else 1)
 
     # -- admission ------------------------------------------------------------------------------------------
     def admit(self) -> None:
@@ -222,7 +158,8 @@ class Worker:
                     self.run_whole(job)
                     ran_whole = True
             elif self.rows_of(job) > self.settings.max_batch_rows:
-                self.answer(job, Result.error(job.id, 422, f"num_samples: at most {self.settings.max_batch_rows}"))
+                limit = self.settings.max_batch_rows // (2 if job.payload.get("verify") else 1)
+                self.answer(job, field_error_result(job, "num_samples", f"at most {limit} on this worker"))
             elif waiting_for_rows or self.active_rows() + self.rows_of(job) > self.settings.max_batch_rows:
                 waiting_for_rows = True
                 kept.append(job)
@@ -231,58 +168,105 @@ class Worker:
                     if not self.admit_sample(job):
                         kept.append(job)
                 except Exception as error:
-                    self.fail(job, error)
+                    self.answer(job, error_result(job, error))
         self.waiting = kept
 
-    def group_key(self, job: Job) -> tuple[str, str]:
-        p = job.payload
-        method, _ = resolve_method(self.engine, p["model"], p["method"])
-        return p["model"], "evaluate_split" if method == "jacobi_split" else "evaluate"
+    def group(self, prepared: PreparedSample, method: str) -> RowGroup | None:
+        """The group that solves ``method`` rows of this model (created on first use); None if sealed."""
+        variant = "evaluate_split" if method == "jacobi_split" else "evaluate"
+        key = (prepared.model, variant)
+        group = self.groups.get(key)
+        if group is None:
+            _, evaluate = prepared.system.plan(method)
+            group = self.groups[key] = RowGroup(prepared.system, evaluate, self.settings.max_batch_rows)
+        if self.static and group.sealed:
+            return None
+        return group
 
     def admit_sample(self, job: Job) -> bool:
-        """Put a sampling job's rows into its group; False if static batching keeps the group sealed."""
-        key = self.group_key(job)
-        group = self.groups.get(key)
-        if group is not None and self.static and group.sealed:
-            return False
+        """Put a sampling job's rows (and its sequential reference rows, with verify) into their groups; False if
+        static batching keeps a group sealed."""
         p = job.payload
         prepared = prepare(self.engine, p["model"], p["num_samples"], p["method"], p["seed"], p.get("block_size"),
                            p.get("max_iterations"), p.get("verify", False), p.get("format", "array"))  # fmt: skip
-        solver_method, evaluate = prepared.system.plan(prepared.method)
-        if group is None:
-            group = self.groups[key] = RowGroup(prepared.system, evaluate, self.settings.max_batch_rows)
+        solver_method, _ = prepared.system.plan(prepared.method)
+        group = self.group(prepared, prepared.method)
+        reference = self.group(prepared, "sequential") if prepared.verify else None
+        if group is None or (prepared.verify and reference is None):
+            return False
         metrics.QUEUE_WAIT.labels(job.kind).observe(max(time.time() - job.submitted, 0.0))
-        group.add(ActiveSample(job, prepared, time.perf_counter()), solver_method)
+        active = ActiveSample(job, prepared)
+        block = prepared.block_size or prepared.system.block_size
+        group.add(prepared.noise, Schedule(solver_method, block, max_iterations=prepared.max_iterations), active)
+        if reference is not None:
+            try:
+                reference.add(prepared.noise, Schedule("sequential"), active, first_index=active.size)
+            except Exception:
+                self.drop([active])  # never leave half a request in the batch
+                raise
         return True
+
+    def admit_checks(self) -> None:
+        """Continuous verification: spare rows (never more than ``verify_rows``, never while a job waits for rows)
+        re-solve answered samples by the sequential method."""
+        while self.checks and not self.waiting and self.free_rows() > 0:
+            held = sum(len(g.owners_of_kind(SampleCheck)) for g in self.groups.values())
+            if held >= self.settings.verify_rows:
+                return
+            check = self.checks[0]
+            group = self.group(check.prepared, "sequential")
+            if group is None:
+                return
+            self.checks.popleft()
+            group.add(check.prepared.noise[check.index : check.index + 1], Schedule("sequential"), check)
 
     # -- answers --------------------------------------------------------------------------------------------
     def finish(self, group: RowGroup) -> None:
         if self.static and not bool(group.batch.done.all()):
             return  # batch-synchronous: everybody waits for the slowest row
-        for active in group.harvest():
-            self.safely_job(active.job, lambda a=active: self.reply(a))  # type: ignore[misc]
+        for owner in group.harvest():
+            if isinstance(owner, ActiveSample):
+                self.safely_job(owner.job, lambda a=owner: self.reply(a))  # type: ignore[misc]
+            elif isinstance(owner, SampleCheck):
+                self.record_check(owner)
 
     def reply(self, active: ActiveSample) -> None:
         p = active.prepared
-        ordered = [active.rows[i] for i in range(active.size)]
-        samples = p.system.decode(torch.stack([x for x, _, _ in ordered]))
-        iterations = [it for _, it, _ in ordered]
+        samples, iterations, converged = active.solved()
         compute = (time.perf_counter() - active.started) * 1000
         queue = max(active.admitted - active.job.submitted, 0.0) * 1000
-        body = sample_body(p, samples, iterations, all(ok for *_, ok in ordered), compute, queue,
-                           self.engine.device.type)  # fmt: skip
+        body = sample_body(p, samples, iterations, converged, compute, queue, self.engine.device.type,
+                           active.verified_per_sample(samples))  # fmt: skip
         for it in iterations:
             metrics.ITERATIONS.labels(p.model, p.method).observe(it)
         self.answer(active.job, Result(active.job.id, 200, body))
-        if body["converged"] and self.settings.verify_fraction > 0 and random.random() < self.settings.verify_fraction:
-            if len(self.checks) < self.settings.verify_queue:
-                self.checks.append((p, samples, active.job.id))
-            else:
-                metrics.VERIFICATIONS.labels(p.model, "dropped").inc()
+        if converged and self.settings.verify_fraction > 0 and random.random() < self.settings.verify_fraction:
+            for i in range(active.size):
+                if len(self.checks) < self.settings.verify_queue:
+                    self.checks.append(SampleCheck(p, i, samples[i], active.job.id))
+                else:
+                    metrics.VERIFICATIONS.labels(p.model, "dropped").inc()
+
+    def record_check(self, check: SampleCheck) -> None:
+        p = check.prepared
+        if check.equal:
+            metrics.VERIFICATIONS.labels(p.model, "equal").inc()
+            return
+        metrics.VERIFICATIONS.labels(p.model, "mismatch").inc()
+        log.error("verification mismatch: reproduce with the same model, seed, method and sample index",
+                  extra={"job": check.job_id, "model": p.model, "seed": p.seed, "method": p.method,
+                         "sample": check.index})  # fmt: skip
 
     def run_whole(self, job: Job) -> None:
-        metrics.QUEUE_WAIT.labels(job.kind).observe(max(time.time() - job.submitted, 0.0))
-        self.safely_job(job, lambda: self.answer(job, Result(job.id, 200, self.compute(job))))
+        started = time.time()
+        metrics.QUEUE_WAIT.labels(job.kind).observe(max(started - job.submitted, 0.0))
+
+        def run() -> None:
+            body = self.compute(job)
+            body["timings_ms"]["queue"] = round(max(started - job.submitted, 0.0) * 1000, 3)
+            self.answer(job, Result(job.id, 200, body))
+
+        self.safely_job(job, run)
 
     def compute(self, job: Job) -> dict[str, Any]:
         p = job.payload
@@ -303,54 +287,41 @@ class Worker:
         metrics.JOBS.labels(job.kind, str(result.status)).inc()
         self.source.complete(job, result)
 
+    def drop(self, owners: list[RowOwner]) -> None:
+        """Remove these owners' rows from every group (a request's reference rows may sit in another)."""
+        for group in self.groups.values():
+            group.drop(owners)
+
     def safely(self, group: RowGroup, action: Callable[[], None]) -> None:
         """A failure inside a shared iteration fails the group's jobs, never the worker."""
         try:
             action()
         except Exception:
             log.exception("iteration failed; failing the jobs of this group")
-            for active in {id(a): a for a, _ in group.owners}.values():
+            failed = group.owners_of_kind(ActiveSample)
+            self.drop([*failed, *group.owners_of_kind(SampleCheck)])
+            for active in failed:
+                assert isinstance(active, ActiveSample)
                 self.answer(active.job, Result.error(active.job.id, 500, "internal error while solving"))
-            group.remove(torch.empty(0, dtype=torch.long))
 
     def safely_job(self, job: Job, action: Callable[[], None]) -> None:
         try:
             action()
         except Exception as error:
-            self.fail(job, error)
-
-    def fail(self, job: Job, error: Exception) -> None:
-        """Bad input is the caller's 422; anything else is our 500, logged with the traceback."""
-        if isinstance(error, InputError):
-            self.answer(job, Result.error(job.id, 422, str(error)))
-        elif isinstance(error, ValueError | KeyError):
-            self.answer(job, Result.error(job.id, 422, str(error.args[0] if error.args else error)))
-        else:
-            log.error("job failed", exc_info=error, extra={"job": job.id})
-            self.answer(job, Result.error(job.id, 500, "internal error"))
+            self.answer(job, error_result(job, error))
 
     def expire(self) -> None:
         """Rows of requests whose deadline passed are dropped: nobody waits for them."""
+        late: dict[str, ActiveSample] = {}
         for group in self.groups.values():
-            late = {a.job.id for a, _ in group.owners if a.job.expired}
-            if late:
-                jobs = {a.job.id: a.job for a, _ in group.owners if a.job.id in late}
-                group.drop(late)
-                for job in jobs.values():
-                    self.answer(job, Result.error(job.id, 504, "deadline passed while solving"))
-
-    def background_check(self) -> None:
-        """Continuous verification: re-solve one answered request sequentially and compare bit for bit."""
-        prepared, samples, job_id = self.checks.popleft()
-        with torch.inference_mode():
-            reference = solve_system(prepared.system, prepared.noise, "sequential").samples
-        if torch.equal(reference.cpu(), samples.cpu()):
-            metrics.VERIFICATIONS.labels(prepared.model, "equal").inc()
-        else:
-            metrics.VERIFICATIONS.labels(prepared.model, "mismatch").inc()
-            log.error("verification mismatch: reproduce with the same model, seed and method",
-                      extra={"job": job_id, "model": prepared.model, "seed": prepared.seed,
-                             "method": prepared.method, "num_samples": int(samples.shape[0])})  # fmt: skip
+            for owner in group.owners_of_kind(ActiveSample):
+                assert isinstance(owner, ActiveSample)
+                if owner.job.expired:
+                    late[owner.job.id] = owner
+        if late:
+            self.drop(list(late.values()))
+            for active in late.values():
+                self.answer(active.job, Result.error(active.job.id, 504, "deadline passed while solving"))
 
     # -- shutdown -------------------------------------------------------------------------------------------
     def drain(self) -> None:
@@ -358,15 +329,23 @@ class Worker:
         for job in self.waiting:
             self.source.release(job)
         self.waiting.clear()
+        self.checks.clear()
+        for group in self.groups.values():
+            group.drop(group.owners_of_kind(SampleCheck))
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while self.active_rows() and time.monotonic() < deadline:
+            self.source.beat()
             with torch.inference_mode():
                 for group in self.groups.values():
                     if group.rows:
                         self.safely(group, group.iterate)
                         self.finish(group)
+        left: dict[str, ActiveSample] = {}
         for group in self.groups.values():
-            for active in {id(a): a for a, _ in group.owners}.values():
-                self.source.release(active.job)
-            group.remove(torch.empty(0, dtype=torch.long))
+            for owner in group.owners_of_kind(ActiveSample):
+                assert isinstance(owner, ActiveSample)
+                left[owner.job.id] = owner
+        self.drop(list(left.values()))
+        for active in left.values():
+            self.source.release(active.job)
         log.info("worker stopped", extra={"worker": self.name})

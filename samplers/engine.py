@@ -32,6 +32,7 @@ class Engine:
         self._models: dict[str, torch.nn.Module] = {}
         self._systems: dict[str, SamplingSystem] = {}
         self._dense: dict[str, Any] = {}
+        self._test: Any = None  # the test split, read on first use
 
     def models(self) -> list[ModelInfo]:
         return [describe(entry) for entry in self.entries.values()]
@@ -59,12 +60,19 @@ class Engine:
 
     def test_inputs(self, name: str, batch: int, seed: int) -> torch.Tensor:
         """``batch`` test-set inputs for the model, picked by ``seed`` and prepared as it trained on them."""
-        from models import data as datasets
         from models.tasks import get_task
 
-        split = datasets.load_split("test")
+        split = self.test_split()
         order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:batch]
         return get_task(self.info(name).family).prepare(split.subset(order))[0].to(self.device)
+
+    def test_split(self) -> Any:
+        """The Fashion-MNIST test split, read once (raises models.data.DataNotFoundError if not installed)."""
+        if self._test is None:
+            from models import data as datasets
+
+            self._test = datasets.load_split("test")
+        return self._test
 
     def gradient(
         self, name: str, inputs: torch.Tensor, method: str = "auto", wrt: str = "params",

@@ -77,10 +77,14 @@ def verify_samples(prepared: PreparedSample, samples: torch.Tensor) -> list[bool
 
 def sample_body(
     prepared: PreparedSample, samples: torch.Tensor, iterations: list[int], converged: bool, compute_ms: float,
-    queue_ms: float = 0.0, device: str = "cpu",
+    queue_ms: float = 0.0, device: str = "cpu", verified_per_sample: list[bool] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The POST /sample response (runs the sequential check first when the request asked to verify)."""
-    per_sample = verify_samples(prepared, samples) if prepared.verify else None
+    """The POST /sample response. When the request asked to verify, ``verified_per_sample`` is the comparison
+    with the sequential sampler (the server solves those reference rows in its batch); if it is not given, the
+    sequential solve runs here first."""
+    per_sample = verified_per_sample
+    if prepared.verify and per_sample is None:
+        per_sample = verify_samples(prepared, samples)
     system = prepared.system
     return {
         "model": prepared.model,

@@ -6,15 +6,18 @@ set of heartbeats).
 
 Guarantees:
 - at-least-once execution: a job stays pending until acknowledged; a live worker renews the lease on the jobs
-  it holds with every heartbeat (XCLAIM JUSTID resets their idle time without counting a delivery); a worker that
-  dies (or hangs) for ``claim_idle_ms`` has its jobs reclaimed by another (XAUTOCLAIM) and re-run, with the same
-  answer (the seed travels in the job);
+  it holds with every heartbeat (XCLAIM JUSTID resets their idle time without counting a delivery), but only while
+  its loop keeps beating: a worker that dies, or whose loop hangs for ``worker_stall_s``, stops renewing, and after
+  ``claim_idle_ms`` its jobs are reclaimed by another (XAUTOCLAIM) and re-run, with the same answer (the seed
+  travels in the job);
 - exactly-once replies: one Lua script writes the result only if the done-marker did not exist (SET NX), then
   acknowledges and deletes the entry, so the result is written before the acknowledgement and a job run twice is
-  answered once; the API takes it with BLPOP, which no reconnect can lose (no pub/sub);
+  answered once; the API reads it with BLMOVE (rotating the one-element list onto itself) and only then deletes
+  it, so no reconnect can lose it (no pub/sub);
 - poison jobs: after ``max_deliveries`` attempts a job goes to ``P:dead`` and its caller gets a 500;
-- Redis restarts and blips: both sides reconnect with backoff; an API process re-submits a job it still waits
-  for if Redis forgot it (restart without persistence), and workers re-create the consumer group;
+- Redis restarts and blips: both sides reconnect with backoff; an API process notices a restart (a connection
+  error, or a new Redis ``run_id`` even when the client reconnected silently) and re-submits every job it still
+  waits for that Redis forgot (restart without persistence); workers re-create the consumer group;
 - bounded: ``XLEN P:jobs`` (waiting + running) beyond ``max_queue`` -> 503; workers read at most as many jobs
   as they have free rows.
 Payloads are JSON.
@@ -46,6 +49,7 @@ from app.settings import Settings
 
 log = logging.getLogger("parafeed.redis")
 GROUP = "workers"
+DRAIN_ATTEMPTS = 5  # delivery tries per result once a worker is shutting down (about 3 s of backoff)
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS: done, result, stream   ARGV: result json, ttl, group, entry id
@@ -84,6 +88,11 @@ class RedisQueue:
         self.client = aredis.from_url(settings.redis_url, retry=_retry(), socket_timeout=5, decode_responses=True,
                                       health_check_interval=10)  # fmt: skip
         self.entries: dict[str, str] = {}  # job id -> stream entry id, for jobs this process waits for
+        # Redis's run_id changes when the server restarts: a job submitted under another run_id may be forgotten
+        # (no persistence), even if the client reconnected transparently and never saw an error.
+        self.run_ids: dict[str, str | None] = {}  # job id -> run_id when last known to be in Redis
+        self._run_id: str | None = None
+        self._run_id_at = -1.0
 
     async def start(self) -> None:
         try:
@@ -101,7 +110,9 @@ class RedisQueue:
         try:
             if await self.client.xlen(self.keys.jobs) >= self.settings.max_queue:
                 raise QueueFullError(f"{self.settings.max_queue} jobs waiting or running")
+            run_id = await self.server_run_id()
             self.entries[job.id] = str(await self.client.xadd(self.keys.jobs, {"job": job.to_json()}))
+            self.run_ids[job.id] = run_id
         except TRANSIENT as error:
             raise QueueFullError(f"queue unreachable: {error}") from None
 
@@ -119,6 +130,10 @@ class RedisQueue:
                         await self.client.delete(key)
                         return Result.from_json(raw)
                     backoff = 0.05
+                    run_id = await self.server_run_id()
+                    if run_id != self.run_ids.get(job.id):  # Redis restarted while we waited
+                        await self._resubmit_if_forgotten(job)
+                        self.run_ids[job.id] = run_id
                 except TRANSIENT:
                     await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
                     backoff = min(backoff * 2, 1.0)
@@ -126,6 +141,15 @@ class RedisQueue:
             return None
         finally:
             self.entries.pop(job.id, None)
+            self.run_ids.pop(job.id, None)
+
+    async def server_run_id(self) -> str | None:
+        """Redis's run_id, asked at most once a second for all waiting requests of this process."""
+        if time.monotonic() - self._run_id_at >= 1.0:
+            self._run_id_at = time.monotonic()
+            info = await self.client.info("server")
+            self._run_id = str(info.get("run_id")) if info.get("run_id") else None
+        return self._run_id
 
     async def _resubmit_if_forgotten(self, job: Job) -> None:
         """After a connection error: if Redis lost the job (restart without persistence), submit it again."""
@@ -171,7 +195,9 @@ class RedisWorkSource:
         # Heartbeats and lease renewal run on their own thread and connection, so a long turn of the worker loop
         # (a verification re-solve, a big gradient) never makes live jobs look abandoned.
         self.heart = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+        self.last_beat = time.monotonic()
         self.stopped = threading.Event()
+        self.draining = threading.Event()  # set on SIGTERM: results Redis keeps refusing are left for a reclaim
         threading.Thread(target=self._heartbeat, name=f"heartbeat-{name}", daemon=True).start()
 
     def ensure_group(self) -> None:
@@ -276,6 +302,9 @@ class RedisWorkSource:
         self._deliver(job, entry, result)
 
     def _deliver(self, job: Job, entry: str | None, result: Result) -> None:
+        """Retried until Redis takes it; while draining, at most ``DRAIN_ATTEMPTS`` tries: an unacknowledged job is
+        reclaimed and re-run by another worker (same seed, same answer), so giving up loses nothing."""
+        attempts = 0
         while True:
             try:
                 keys = [self.keys.done(job.id), self.keys.result(job.id), self.keys.jobs]
@@ -286,6 +315,10 @@ class RedisWorkSource:
             except ResponseError as error:  # e.g. OOM or READONLY: keep the result, try again shortly
                 log.error("redis refused a result; retrying", extra={"job": job.id, "error": str(error)})
                 self._down(error)
+            attempts += 1
+            if self.draining.is_set() and attempts >= DRAIN_ATTEMPTS:
+                log.error("result not delivered before shutdown; the job will be reclaimed", extra={"job": job.id})
+                return
 
     def release(self, job: Job) -> None:
         """Hand a job back at once: mark it idle long enough that any worker's next reclaim takes it. JUSTID:
@@ -299,10 +332,19 @@ class RedisWorkSource:
             self.client.xclaim(self.keys.jobs, GROUP, self.name, 0, [entry], idle=idle, justid=True)
 
     def beat(self) -> None:
-        """The worker loop's beat: nothing to do, the heartbeat thread keeps time on its own."""
+        """The worker loop made progress: the heartbeat thread may keep announcing it and renewing its leases."""
+        self.last_beat = time.monotonic()
+
+    def stalled(self) -> bool:
+        """The loop has not beaten for ``worker_stall_s``: it hangs, so stop vouching for it."""
+        return time.monotonic() - self.last_beat > self.settings.worker_stall_s
 
     def _heartbeat(self) -> None:
         while not self.stopped.wait(self.settings.heartbeat_s):
+            if self.stalled():  # no heartbeat, no lease renewal: readiness drops it, others reclaim its jobs
+                silent = round(time.monotonic() - self.last_beat, 1)
+                log.error("worker loop stalled; letting its jobs be reclaimed", extra={"silent_s": silent})
+                continue
             now = time.time()
             with self.lock:
                 held: list[Any] = list(self.entries.values())
@@ -338,10 +380,11 @@ def run_worker(settings: Settings, name: str | None = None, metrics_port: int | 
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        start_http_server(metrics_port, addr=settings.metrics_host)
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("signal received: draining", extra={"signal": signum})
+        source.draining.set()
         worker.stop.set()
 
     if threading.current_thread() is threading.main_thread():

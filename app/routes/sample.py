@@ -29,6 +29,8 @@ async def sample(
         raise field_error("method", f"{body.model} offers {', '.join(info.methods)}")
     if body.num_samples > settings.max_samples:
         raise field_error("num_samples", f"at most {settings.max_samples} per request on this server")
+    if body.verify and 2 * body.num_samples > settings.max_batch_rows:  # each sample brings a reference row
+        raise field_error("num_samples", f"at most {settings.max_batch_rows // 2} with verify on this server")
     if body.block_size is not None and body.block_size > info.sequential_steps:
         raise field_error("block_size", f"at most {info.sequential_steps} (the number of unknowns)")
     payload = body.model_dump()

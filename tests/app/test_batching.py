@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.jobs import Job, Result
 from app.main import create_app
+from app.rows import SampleCheck
 from app.settings import Settings
 from app.worker import Worker
 from samplers.engine import Engine
@@ -119,3 +120,86 @@ def test_drain_hands_back_what_it_cannot_finish(server_registry: Path) -> None:
     worker.drain()
     assert source.released == [jobs[0].id]
     assert source.results == {}
+
+
+def run_until_answered(worker: Worker, source: FakeSource, jobs: list[Job], turns: int = 2000) -> dict[str, int]:
+    """Turn the worker until every job is answered; returns the turn at which each job was answered."""
+    answered: dict[str, int] = {}
+    for turn in range(turns):
+        worker.turn()
+        for job_id in source.results:
+            answered.setdefault(job_id, turn)
+        if len(answered) == len(jobs):
+            return answered
+    raise AssertionError(f"answered {len(answered)} of {len(jobs)} jobs")
+
+
+def test_verify_rides_in_the_batch_and_holds_nobody_else_back(server_registry: Path) -> None:
+    checked, plain = sample_job(3, 7), sample_job(2, 8)
+    checked.payload["verify"] = True
+    source = FakeSource([checked, plain])
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=16, max_samples=8, max_wait_ms=0))
+    worker.turn()
+    assert worker.active_rows() == 2 * 3 + 2  # the verified request brought its sequential reference rows
+    answered = run_until_answered(worker, source, [checked, plain])
+    assert answered[plain.id] < answered[checked.id]  # the plain request did not wait for the sequential check
+    body = source.results[checked.id].body
+    assert body["verified"] is True
+    assert body["verified_per_sample"] == [True, True, True]
+    alone = sample(Engine("cpu", server_registry), "made-tiny", 3, "jacobi", 7)
+    assert body["samples"] == alone["samples"]
+    assert body["iterations"] == alone["iterations"]
+
+
+def test_background_checks_run_in_spare_rows_while_the_batch_is_busy(server_registry: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def equal_checks() -> float:
+        labels = {"model": "made-tiny", "outcome": "equal"}
+        return REGISTRY.get_sample_value("parafeed_verifications_total", labels) or 0.0
+
+    before = equal_checks()
+    quick, busy = sample_job(4, 3), sample_job(4, 4, "made-slow")
+    busy.payload["method"] = "sequential"  # keeps the worker busy for 784 iterations
+    source = FakeSource([quick, busy])
+    settings = Settings(max_batch_rows=16, max_samples=8, max_wait_ms=0, verify_fraction=1.0, verify_rows=2)
+    worker = Worker(Engine("cpu", server_registry), source, settings)
+    for _ in range(400):
+        worker.turn()
+        held = sum(len(g.owners_of_kind(SampleCheck)) for g in worker.groups.values())
+        assert held <= 2  # verification never holds more rows than verify_rows
+        if equal_checks() - before == 4:
+            break
+    assert equal_checks() - before == 4  # all four answered samples re-checked, equal bit for bit
+    assert busy.id not in source.results  # ...while the long request was still running
+
+
+def test_whole_jobs_are_fetched_one_at_a_time(server_registry: Path) -> None:
+    payload = {"model": "rnn-tiny", "inputs": None, "targets": None, "batch": 2, "seed": 0, "method": "scan",
+               "wrt": "params", "max_iterations": None, "verify": False}  # fmt: skip
+    jobs = [Job("gradient", dict(payload), deadline=time.time() + 60) for _ in range(5)]
+    source = FakeSource(jobs)
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_wait_ms=0))
+    for turn in range(1, 6):
+        worker.turn()
+        assert len(source.results) == turn
+        assert len(source.jobs) == len(jobs) - turn  # nothing fetched beyond the job it runs now
+    assert all(r.status == 200 for r in source.results.values())
+
+
+def test_errors_become_answers_that_name_the_fault() -> None:
+    from app.inputs import InputError
+    from app.worker import error_result
+    from models.data import DataNotFoundError
+    from models.registry import UnknownModelError
+
+    job = sample_job(1, 0)
+    bad = error_result(job, InputError("inputs", "must be finite numbers"))
+    assert (bad.status, bad.body["detail"][0]["loc"]) == (422, ["body", "inputs"])
+    assert error_result(job, UnknownModelError("unknown model 'x'")).status == 404
+    no_data = error_result(job, DataNotFoundError("install dataset-fashion-mnist"))
+    assert no_data.status == 503
+    assert "dataset-fashion-mnist" in no_data.body["detail"]
+    ours = error_result(job, ValueError("internal detail that must not leak"))
+    assert ours.status == 500
+    assert ours.body == {"detail": "internal error"}

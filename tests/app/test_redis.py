@@ -234,3 +234,68 @@ def test_the_heartbeat_survives_a_redis_restart(redis_server: RedisServer) -> No
     time.sleep(0.5)
     assert redis_server.client().zscore("parafeed:workers", "w1") is not None
     source.leave()
+
+
+def test_a_quick_redis_restart_with_a_backlog_loses_nothing(redis_server: RedisServer, server_registry: Path) -> None:
+    """Redis comes back empty within a fraction of a second, while every job still waits in the stream: the API
+    notices the restart (a broken connection, or Redis's new run_id) and re-submits what the new Redis never heard
+    of, so every caller gets its answer."""
+    server, base = start_server(server_registry, redis_server.url)
+    worker = None
+    try:
+        bodies = [{**FAST, "seed": s} for s in range(5)]
+        boxes: list[dict[str, Any]] = [{} for _ in bodies]
+        threads = [post_async(f"{base}/sample", body, box, timeout=60) for body, box in zip(bodies, boxes, strict=True)]
+        client = redis_server.client()
+        for _ in range(500):  # no worker yet: every job waits in the stream
+            if client.xlen("parafeed:jobs") == len(bodies):
+                break
+            time.sleep(0.01)
+        assert client.xlen("parafeed:jobs") == len(bodies)
+        redis_server.stop()
+        redis_server.start()  # back within ~0.1 s, empty
+        worker = start_worker(redis_server.url, server_registry, "w1")
+        for thread in threads:
+            thread.join(90)
+        engine = Engine("cpu", server_registry)
+        for body, box in zip(bodies, boxes, strict=True):
+            assert box["response"].status_code == 200, box
+            assert box["response"].json()["samples"] == sample(engine, **body)["samples"]
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(server)
+
+
+def test_a_stalled_worker_loop_stops_vouching_for_its_jobs(redis_server: RedisServer) -> None:
+    stuck = source_for(redis_server, "stuck", heartbeat_s=0.1, worker_stall_s=0.5, claim_idle_ms=800)
+    (job_id,) = add_jobs(redis_server, 1)
+    assert stuck.fetch(1, 0.0)  # taken; then the loop hangs and never beats again
+    rescuer = source_for(redis_server, "rescuer", heartbeat_s=60, claim_idle_ms=800)
+    found: list[Any] = []
+    end = time.monotonic() + 10
+    while not found and time.monotonic() < end:
+        rescuer.last_claim = 0.0
+        found = rescuer.fetch(1, 0.0)
+        time.sleep(0.05)
+    assert [j.id for j in found] == [job_id]  # reclaimed: the stalled worker's lease was not renewed
+    beat = redis_server.client().zscore("parafeed:workers", "stuck")
+    time.sleep(0.5)
+    assert redis_server.client().zscore("parafeed:workers", "stuck") == beat  # no heartbeat either
+    stuck.leave()
+    rescuer.leave()
+
+
+def test_a_beating_worker_keeps_its_jobs(redis_server: RedisServer) -> None:
+    alive = source_for(redis_server, "alive", heartbeat_s=0.1, worker_stall_s=0.5, claim_idle_ms=800)
+    add_jobs(redis_server, 1)
+    assert alive.fetch(1, 0.0)
+    rescuer = source_for(redis_server, "rescuer", heartbeat_s=60, claim_idle_ms=800)
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:
+        alive.beat()
+        rescuer.last_claim = 0.0
+        assert rescuer.fetch(1, 0.0) == []
+        time.sleep(0.05)
+    alive.leave()
+    rescuer.leave()
