@@ -26,6 +26,7 @@ import torch
 from benchmarks.harness import RESULTS, environment, timed, write_json
 from models.densenet import DenseNet
 from models.invariance import pad_rows
+from samplers.auto import record as record_auto
 from samplers.dense import DenseSystem, dense_solve
 from samplers.engine import Engine
 from solvers import FixedPointBatch
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = f"dense{'-quick' if args.quick else ''}-{engine.device.type}"
     path = write_json(name, payload, args.out)
     plot(payload, path.with_suffix(".png"))
+    if not args.quick:  # "auto" for /infer: the faster exact method the API offers, at the largest batch
+        served = [r for r in rows if r["batch"] == max(cfg.batches) and r["tol"] == 0.0
+                  and r["method"] in ("sequential forward (bitwise reference)", "jacobi")]  # fmt: skip
+        fastest = min(served, key=lambda r: r["seconds"])["method"]
+        record_auto({"densenet-infer": "jacobi" if fastest == "jacobi" else "sequential"}, engine.device.type)
     print(summary)
     print(table(rows))
     print(f"wrote {path}")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from benchmarks.harness import RESULTS, environment, timed, write_json
 from models.rnn import RecurrentRegressor, RNNConfig
+from samplers.auto import record as record_auto
 from samplers.gradients import autograd_gradient, max_abs_diff, rnn_gradient
 
 
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_json(name, {"benchmark": "gradients", "config": asdict(cfg), "environment": env, "results": rows},
                       args.out)  # fmt: skip
     plot(rows, path.with_suffix(".png"), env)
+    if not args.quick:  # "auto" for the shipped rnn-fmnist: the fastest exact method at its size, T=100, H=128
+        size = [r for r in rows if (r["T"], r["H"], r["B"]) == (100, 128, max(cfg.batches)) and r["exact"]]
+        if size:
+            fastest = min(size, key=lambda r: r["seconds"])["method"]
+            method = "sequential" if fastest.startswith("sequential") else fastest
+            record_auto({"rnn-gradient": method}, torch.device(args.device).type)
     print(table(rows))
     print(f"\nwrote {path}")
     return {"results": rows}

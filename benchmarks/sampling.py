@@ -15,7 +15,6 @@ at step t). PixelCNN++ "sequential, plain forward" (the textbook sampler, one wh
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.harness import RESULTS, environment, write_json
 from models import data as datasets
-from samplers.auto import TABLE as AUTO_TABLE
+from samplers.auto import record as record_auto
 from samplers.engine import Engine
 from samplers.made import MadeSystem
 from samplers.pixelcnnpp import PixelCNNppSystem
@@ -40,7 +39,7 @@ class SamplingConfig:
     seed: int = 0
     made_repeats: int = 3  # MADE runs are short: median of 3
     pixel_repeats: int = 1  # PixelCNN++ runs take minutes: one timed run after a warm-up at batch 1
-    plain_steps: int = 784  # the plain PixelCNN++ sampler at batch 100: time this many steps, extrapolate
+    plain_steps: int = 784  # the plain PixelCNN++ sampler below batch 100: time this many steps (all of them)
     plain_steps_batch100: int = 98
     snapshot_iterations: tuple[int, ...] = (1, 4, 8, 16, 32, 64, 392)
     device: str = "cpu"
@@ -81,7 +80,7 @@ def pixel_runs(engine: Engine, batch: int, cfg: SamplingConfig) -> list[Run]:
     plain = PixelCNNppSystem(model, "pixelcnnpp-fmnist", mode="plain")  # type: ignore[arg-type]
     steps = cfg.plain_steps_batch100 if batch >= 100 else cfg.plain_steps
     runs = [
-        Run("sequential, plain forward", "sequential", plain, baseline=True, max_iterations=min(steps, 784)),
+        Run("sequential, plain forward", "sequential", plain, baseline=True, max_iterations=min(steps, plain.unknowns)),
         Run("sequential (cached)", "sequential", cached, baseline=True),
         Run("jacobi (cached)", "jacobi", cached),
         Run("gs_jacobi (2-row window)", "gs_jacobi", cached, block_size=2 * 28),
@@ -131,6 +130,15 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
             "snapshots": snapshots}  # fmt: skip
 
 
+def full_seconds(out: dict[str, Any], steps: int) -> tuple[float, bool]:
+    """(seconds for the whole solve, whether it ran whole): a baseline timed over a prefix of its ``steps``
+    sequential steps (``max_iterations``) is extrapolated linearly; every step of it costs the same."""
+    result = out["solved"].result
+    done = int(result.iterations.max()) if result.iterations.numel() else steps
+    complete = done >= steps or bool(result.converged.all())
+    return (out["seconds"] if complete else out["seconds"] * steps / max(done, 1)), complete
+
+
 SNAPSHOTS: set[int] = set()
 TRACKED = {"sequential", "jacobi", "jacobi_split", "sequential (cached)", "jacobi (cached)", "gs_jacobi (4-row window)"}
 
@@ -159,15 +167,13 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                 results.append((run, out))
                 progress.update()
             assert reference is not None
-            naive = next(out["seconds"] * 784 / max(int(out["solved"].result.iterations.max()), 1)
-                         for run, out in results if run.baseline)  # fmt: skip
-            strongest = min(out["seconds"] * 784 / int(out["solved"].result.iterations.max())
-                            for run, out in results if run.baseline)  # fmt: skip
+            steps = system.unknowns
+            naive = next(full_seconds(out, steps)[0] for run, out in results if run.baseline)
+            strongest = min(full_seconds(out, steps)[0] for run, out in results if run.baseline)
             for run, out in results:
                 solved = out["solved"]
                 it = solved.result.iterations.double()
-                complete = int(it.max()) >= 784 or bool(solved.result.converged.all())
-                seconds = out["seconds"] if complete else out["seconds"] * 784 / int(it.max())
+                seconds, complete = full_seconds(out, steps)
                 equal = (solved.samples == reference).flatten(1).all(1).double().mean().item() if complete else None
                 rows.append({
                     "model": name, "batch": batch, "run": run.label, "method": run.method,
@@ -184,22 +190,19 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
     return rows
 
 
-def pick_auto(rows: list[dict[str, Any]], device: str) -> dict[str, dict[str, str]]:
+def pick_auto(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Per family: the exact, API-reachable method with the least total time over the measured batch sizes."""
-    table: dict[str, dict[str, str]] = {}
-    if AUTO_TABLE.exists():
-        table = json.loads(AUTO_TABLE.read_text())
+    choices: dict[str, str] = {}
     for family, model in (("made", "made-fmnist"), ("pixelcnnpp", "pixelcnnpp-fmnist")):
         totals: dict[str, float] = {}
         for r in rows:
-            default_variant = r["x0"] == "zeros" and "banded" not in r["run"] and "plain" not in r["run"]
-            if r["model"] == model and default_variant and r["equal_fraction"] == 1.0 and "cropped" not in r["run"]:
+            default_variant = r["x0"] == "zeros" and not any(w in r["run"] for w in ("banded", "plain", "cropped"))
+            if r["model"] == model and default_variant and r["equal_fraction"] == 1.0:
                 key = r["method"] if r["method"] != "gs_jacobi" else f"gs_jacobi:{r['block_size']}"
                 totals[key] = totals.get(key, 0.0) + r["seconds"]
         if totals:
-            best = min(totals, key=lambda k: totals[k])
-            table.setdefault(family, {})[device] = best
-    return table
+            choices[family] = min(totals, key=lambda k: totals[k])
+    return choices
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="*", default=["made-fmnist", "pixelcnnpp-fmnist"])
-    parser.add_argument("--write-auto", action="store_true", help="record the fastest exact methods for 'auto'")
+    parser.add_argument("--no-auto", action="store_true", help="do not record the fastest methods for 'auto'")
     args = parser.parse_args(argv)
     cfg = SamplingConfig(device=args.device)
     if args.quick:
@@ -245,9 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for picture in plot_all(payload, args.out, f"sampling{suffix}-{engine.device.type}"):
         print(f"wrote {picture}")
-    if args.write_auto:
-        AUTO_TABLE.write_text(json.dumps(pick_auto(rows, engine.device.type), indent=2) + "\n")
-        print(f"wrote {AUTO_TABLE}")
+    if not (args.quick or args.no_auto):
+        record_auto(pick_auto(rows), engine.device.type)
     print(table(rows))
     print(f"\nwrote {path}")
     return payload

@@ -85,7 +85,14 @@ class Engine:
         if info.kind != "sequence":
             raise WrongKindError(f"model {name!r} is a {info.kind}; gradients are served for sequence models")
         model: Any = self.model(name)
-        return gradient_body(model, name, inputs, method, wrt, max_iterations, verify, self.device.type, targets)
+        used = self.resolve(f"{info.family}-gradient", method)
+        return gradient_body(model, name, inputs, used, wrt, max_iterations, verify, targets)
+
+    def resolve(self, key: str, method: str) -> str:
+        """ "auto" -> the measured fastest exact method for ``key`` on this device (``samplers.auto``)."""
+        from samplers.auto import pick_method
+
+        return pick_method(key, self.device.type) if method == "auto" else method
 
     def infer(
         self, name: str, inputs: torch.Tensor, method: str = "auto", tol: float = 0.0,
@@ -93,14 +100,11 @@ class Engine:
     ) -> dict[str, Any]:  # fmt: skip
         """The body of POST /infer: a classifier's logits or a sequence model's next-pixel predictions."""
         from samplers import dense, sequence
-        from samplers.auto import pick_method
 
         info = self.info(name)
         if info.kind == "sampler":
             raise WrongKindError(f"model {name!r} is a sampler; use /sample")
-        used = (
-            pick_method(f"{info.family}-infer", self.device.type, fallback="sequential") if method == "auto" else method
-        )
+        used = self.resolve(f"{info.family}-infer", method)
         model: Any = self.model(name)
         if info.kind == "classifier":
             if name not in self._dense:

@@ -158,14 +158,11 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 def gradient_body(
     model: RecurrentRegressor, name: str, x: torch.Tensor, method: str, wrt: str, max_iterations: int | None,
-    verify: bool, device_type: str, targets: torch.Tensor | None = None,
+    verify: bool, targets: torch.Tensor | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The JSON body of POST /gradient (DESIGN.md section 4)."""
-    from samplers.auto import pick_method
-
-    used = pick_method("rnn-gradient", device_type, fallback="sequential") if method == "auto" else method
+    """The JSON body of POST /gradient (DESIGN.md section 4); ``method`` is a concrete one ("auto" resolved)."""
     start = time.perf_counter()
-    result = rnn_gradient(model, x, used, wrt, max_iterations, targets)
+    result = rnn_gradient(model, x, method, wrt, max_iterations, targets)
     compute = (time.perf_counter() - start) * 1000
     verified = None
     if verify:
@@ -173,7 +170,7 @@ def gradient_body(
         verified = {"max_abs_diff": max_abs_diff(result.gradients, reference)}
     return {
         "model": name,
-        "method": used,
+        "method": method,
         "loss": result.loss,
         "gradients": {k: {"shape": list(v.shape), "data": v.flatten().tolist()} for k, v in result.gradients.items()},
         "iterations": result.iterations,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from models.pictures import png_bytes
-from samplers.auto import pick_method
+from samplers.auto import SAMPLING_FALLBACK, pick_method
 from samplers.engine import Engine
 from samplers.noise import random_seed
 from samplers.system import SamplingSystem, solve_system
@@ -40,7 +40,7 @@ def resolve_method(engine: Engine, model: str, method: str) -> tuple[str, int | 
     """ "auto" -> (the measured fastest exact method, its block size or None); others unchanged."""
     if method != "auto":
         return method, None
-    picked = pick_method(engine.info(model).family, engine.device.type)
+    picked = pick_method(engine.info(model).family, engine.device.type, fallback=SAMPLING_FALLBACK)
     name, _, block = picked.partition(":")  # e.g. "gs_jacobi:112"
     return name, int(block) if block else None
 

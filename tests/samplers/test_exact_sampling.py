@@ -50,10 +50,30 @@ def test_seed_is_echoed_and_random_when_missing(engine: Engine) -> None:
     assert a["samples"] == b["samples"]
 
 
-def test_auto_picks_an_exact_method_and_says_which(engine: Engine) -> None:
-    body = sample(engine, "pixelcnnpp-tiny", num_samples=3, method="auto", seed=3, verify=True)
-    assert body["method"] in METHODS
+@pytest.mark.parametrize("model", ["pixelcnnpp-tiny", "made-tiny"])
+def test_auto_picks_an_exact_method_and_says_which(engine: Engine, model: str) -> None:
+    body = sample(engine, model, num_samples=3, method="auto", seed=3, verify=True)
+    assert body["method"] in (*METHODS, "jacobi_split")
     assert body["verified"] is True
+
+
+def test_auto_follows_the_measured_table(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from samplers import auto
+
+    monkeypatch.setattr(auto, "TABLE", tmp_path / "auto.json")
+    auto._table.cache_clear()
+    try:
+        assert auto.pick_method("made", "cpu", fallback="jacobi") == "jacobi"  # nothing measured: exact fallback
+        assert engine.resolve("rnn-gradient", "auto") == "sequential"
+        auto.record({"made": "gs_jacobi:56", "rnn-gradient": "scan"}, "cpu")
+        auto.record({"made": "jacobi"}, "cuda")  # another device keeps the first one's entries
+        assert auto.pick_method("made", "cpu") == "gs_jacobi:56"
+        assert engine.resolve("rnn-gradient", "auto") == "scan"
+        body = sample(engine, "made-tiny", num_samples=2, method="auto", seed=1)
+        assert body["method"] == "gs_jacobi"
+        assert engine.resolve("rnn-gradient", "jacobi") == "jacobi"  # an explicit method is never replaced
+    finally:
+        auto._table.cache_clear()
 
 
 def test_truncated_sampling_says_it_did_not_converge(engine: Engine) -> None:
