@@ -1,19 +1,23 @@
 """Serving benchmark: what HTTP, the queue and batching cost, and what iteration-level batching buys.
 
 Measured in one run on one machine, against servers started here on free loopback ports:
-1. throughput: the library solving batches of ``batch`` samples back to back (samples/s), against the embedded
-   server under ``clients`` concurrent clients sending requests of the same size (samples/s);
+1. throughput at the same batch size: the library solving batches of ``batch`` samples back to back (samples/s),
+   against the embedded server solving the same batches (``max_batch_rows = batch``: one request per batch) under
+   ``clients`` concurrent clients; and, beside it, the server with its default batch of many requests' rows;
 2. added latency: one client, one request at a time; p50 of (server latency - library latency for the same
    request), embedded and through Redis (server + one worker process);
 3. batching: an open-loop Poisson stream of mixed requests at a fixed rate, served with iteration-level
-   (continuous) batching and with batch-synchronous batching; p50 / p99 latency at the same offered load.
+   (continuous) batching and with batch-synchronous batching; latency is measured from each request's scheduled
+   arrival (no coordinated omission), every response kept; p50 / p95 / p99 at the same offered load.
 
-    python -m benchmarks.serving [--quick] [--out benchmarks/results]
+    python -m benchmarks.serving [--quick] [--out benchmarks/results] [--registry DIR --model NAME]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import random
 import shutil
@@ -23,7 +27,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ PARAFEED = [sys.executable, "-c", "import sys; from app.cli import main; sys.exi
 class ServingConfig:
     model: str = "made-fmnist"
     method: str = "jacobi"
+    registry: str | None = None  # checkpoint directory; None: the shipped models
     batch: int = 16  # samples per request in the throughput test
     clients: int = 8
     duration_s: float = 20.0
@@ -73,7 +78,7 @@ class Processes:
 
     def server(self, *extra: str, env: dict[str, str] | None = None) -> str:
         port = free_port()
-        self.start(*PARAFEED, "serve", "--port", str(port), *extra, env=env)
+        self.start(*PARAFEED, "serve", "--port", str(port), "--device", "cpu", *extra, env=env)
         base = f"http://127.0.0.1:{port}"
         for _ in range(1200):
             try:
@@ -93,21 +98,30 @@ class Processes:
                 process.kill()
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def throughput(cfg: ServingConfig, engine: Engine, base: str) -> dict[str, Any]:
-    body = {"model": cfg.model, "num_samples": cfg.batch, "method": cfg.method}
+def library_throughput(cfg: ServingConfig, engine: Engine) -> float:
+    """Samples per second of the library call on batches of ``cfg.batch``, back to back."""
     sample(engine, cfg.model, cfg.batch, cfg.method, 0)  # warm-up
     start, done, seed = time.perf_counter(), 0, 0
     while time.perf_counter() - start < cfg.duration_s / 2:
         sample(engine, cfg.model, cfg.batch, cfg.method, seed)
         done, seed = done + cfg.batch, seed + 1
-    library = done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start)
+
+
+def server_throughput(cfg: ServingConfig, base: str) -> dict[str, Any]:
+    """Samples per second the server answers under ``cfg.clients`` closed-loop clients sending batches."""
+    body = {"model": cfg.model, "num_samples": cfg.batch, "method": cfg.method}
     counter = {"samples": 0, "errors": 0}
-    lock, stop_at = threading.Lock(), time.perf_counter() + cfg.duration_s
+    lock = threading.Lock()
+    httpx.post(f"{base}/sample", json=body, timeout=120)  # warm-up
+    stop_at = time.perf_counter() + cfg.duration_s
 
     def client(index: int) -> None:
         with httpx.Client(timeout=120) as http:
@@ -118,13 +132,10 @@ def throughput(cfg: ServingConfig, engine: Engine, base: str) -> dict[str, Any]:
                 with lock:
                     counter["samples" if r.status_code == 200 else "errors"] += cfg.batch if r.status_code == 200 else 1
 
-    httpx.post(f"{base}/sample", json=body, timeout=120)  # warm-up
     start = time.perf_counter()
     with ThreadPoolExecutor(cfg.clients) as pool:
         list(pool.map(client, range(cfg.clients)))
-    served = counter["samples"] / (time.perf_counter() - start)
-    return {"library_samples_per_s": round(library, 2), "server_samples_per_s": round(served, 2),
-            "ratio": round(served / library, 3), "errors": counter["errors"]}  # fmt: skip
+    return {"samples_per_s": round(counter["samples"] / (time.perf_counter() - start), 2), "errors": counter["errors"]}
 
 
 def added_latency(cfg: ServingConfig, engine: Engine, base: str) -> dict[str, Any]:
@@ -146,35 +157,50 @@ def added_latency(cfg: ServingConfig, engine: Engine, base: str) -> dict[str, An
             added.append(srv - lib)
     median = statistics.median
     return {"p50_added_ms": round(median(added), 3), "p50_library_ms": round(median(library_ms), 3),
-            "p50_server_ms": round(median(server_ms), 3)}  # fmt: skip
+            "p50_server_ms": round(median(server_ms), 3), "requests": cfg.latency_requests}  # fmt: skip
 
 
 def open_loop(cfg: ServingConfig, base: str) -> dict[str, Any]:
+    """A Poisson stream at ``rate_per_s``; latency from each request's *scheduled* arrival to its answer."""
     rng = random.Random(cfg.seed)
     arrivals, t = [], 0.0
     while t < cfg.stream_s:
         t += rng.expovariate(cfg.rate_per_s)
         arrivals.append((t, rng.choice([1, 1, 2, 4, 8]), rng.randrange(2**31)))
-    latencies: list[float] = []
-    lock = threading.Lock()
-    start = time.perf_counter()
 
-    def fire(arrival: tuple[float, int, int]) -> None:
-        at, n, seed = arrival
-        time.sleep(max(0.0, start + at - time.perf_counter()))
-        t0 = time.perf_counter()
-        body = {"model": cfg.model, "num_samples": n, "method": cfg.method, "seed": seed}
-        r = httpx.post(f"{base}/sample", json=body, timeout=120)
-        if r.status_code == 200:
-            with lock:
-                latencies.append((time.perf_counter() - t0) * 1000)
+    async def stream() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+            start = time.perf_counter()
 
-    with ThreadPoolExecutor(64) as pool:
-        list(pool.map(fire, arrivals))
-    elapsed = time.perf_counter() - start
-    return {"requests": len(arrivals), "answered": len(latencies), "throughput_rps": round(len(latencies) / elapsed, 2),
-            "p50_ms": round(percentile(latencies, 0.5), 2), "p95_ms": round(percentile(latencies, 0.95), 2),
-            "p99_ms": round(percentile(latencies, 0.99), 2), "latencies_ms": latencies}  # fmt: skip
+            async def fire(at: float, n: int, seed: int) -> None:
+                nonlocal errors
+                await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+                body = {"model": cfg.model, "num_samples": n, "method": cfg.method, "seed": seed}
+                try:
+                    r = await http.post(f"{base}/sample", json=body)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append((time.perf_counter() - (start + at)) * 1000)
+                else:
+                    errors += 1
+
+            await asyncio.gather(*(fire(*a) for a in arrivals))
+            return latencies, errors, time.perf_counter() - start
+
+    latencies, errors, elapsed = asyncio.run(stream())
+
+    def rounded(q: float) -> float | None:
+        value = percentile(latencies, q)
+        return None if value is None else round(value, 2)
+
+    return {"requests": len(arrivals), "answered": len(latencies), "errors": errors,
+            "throughput_rps": round(len(latencies) / elapsed, 2), "p50_ms": rounded(0.5), "p95_ms": rounded(0.95),
+            "p99_ms": rounded(0.99), "latencies_ms": latencies}  # fmt: skip
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
@@ -209,15 +235,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--registry", help="checkpoint directory (default: the shipped models)")
+    parser.add_argument("--model", default=ServingConfig.model)
     args = parser.parse_args(argv)
-    cfg = ServingConfig(duration_s=6, latency_requests=20, stream_s=8) if args.quick else ServingConfig()
+    cfg = ServingConfig(model=args.model, registry=args.registry)
+    if args.quick:
+        cfg = replace(cfg, duration_s=6, latency_requests=20, stream_s=8)
     torch.manual_seed(cfg.seed)
-    engine = Engine("cpu")
+    engine = Engine("cpu", cfg.registry)
+    registry = ["--registry", cfg.registry] if cfg.registry else []
     procs = Processes()
     results: dict[str, Any] = {}
     try:
-        embedded = procs.server("--device", "cpu")
-        results["throughput"] = throughput(cfg, engine, embedded)
+        library = library_throughput(cfg, engine)
+        same = procs.server(*registry, env={"PARAFEED_MAX_BATCH_ROWS": str(cfg.batch),
+                                             "PARAFEED_MAX_SAMPLES": str(cfg.batch)})  # fmt: skip
+        served = server_throughput(cfg, same)
+        procs.stop()
+        procs = Processes()
+        embedded = procs.server(*registry)
+        merged = server_throughput(cfg, embedded)
+        results["throughput"] = {
+            "batch": cfg.batch, "clients": cfg.clients, "library_samples_per_s": round(library, 2),
+            "server_samples_per_s": served["samples_per_s"], "ratio": round(served["samples_per_s"] / library, 3),
+            "errors": served["errors"], "server_default_batching_samples_per_s": merged["samples_per_s"],
+            "default_batching_ratio": round(merged["samples_per_s"] / library, 3),
+        }  # fmt: skip
         results["added_latency_embedded"] = added_latency(cfg, engine, embedded)
         procs.stop()
         procs = Processes()
@@ -227,14 +270,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             procs.start(redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
             url = f"redis://127.0.0.1:{port}/0"
             time.sleep(0.5)
-            procs.start(*PARAFEED, "worker", "--redis-url", url, "--device", "cpu", "--name", "bench")
-            base = procs.server("--redis-url", url)
+            procs.start(*PARAFEED, "worker", "--redis-url", url, "--device", "cpu", "--name", "bench", *registry)
+            base = procs.server("--redis-url", url, *registry)
             results["added_latency_redis"] = added_latency(cfg, engine, base)
             procs.stop()
             procs = Processes()
+        else:
+            results["added_latency_redis"] = {"skipped": "redis-server not found"}
         results["batching"] = {}
         for mode in ("iteration", "static"):
-            base = procs.server("--device", "cpu", "--batching", mode)
+            base = procs.server("--batching", mode, *registry)
             results["batching"][mode] = open_loop(cfg, base)
             procs.stop()
             procs = Processes()
@@ -249,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["batching"] = {
         m: {k: v for k, v in r.items() if k != "latencies_ms"} for m, r in results["batching"].items()
     }
-    print(summary)
+    print(json.dumps(summary, indent=2))
     print(f"wrote {path}")
     return payload
 

@@ -79,15 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(1200):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit("server failed to start")
-            time.sleep(0.05)
+        wait_ready(base, server)
         prefix = args.out / "locust"
         locust = [sys.executable, "-m", "locust", "--config", str(ROOT / "loadtests" / "locust.conf"), "--host", base,
                   "--run-time", args.run_time, "--users", str(args.users), "--csv", str(prefix)]  # fmt: skip
@@ -96,7 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         return status
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    """Until /readyz answers 200; the run stops if the server dies or never gets ready."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"server failed to start (exit code {server.returncode})")
+        time.sleep(0.05)
+    raise SystemExit(f"server not ready after {timeout_s:.0f} s")
 
 
 if __name__ == "__main__":
