@@ -29,8 +29,8 @@ from samplers.auto import record as record_auto
 from samplers.engine import Engine
 from samplers.made import MadeSystem
 from samplers.pixelcnnpp import PixelCNNppSystem
-from samplers.system import SamplingSystem, solve_system
-from solvers import FixedPointBatch
+from samplers.system import SamplingSystem, SystemSolve, solve_system
+from solvers import FixedPointBatch, solve
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Run:
     x0: str = "zeros"  # initial guess: zeros | marginal | mode (MADE only)
     baseline: bool = False
     max_iterations: int | None = None  # timed prefix of a long baseline, extrapolated to all steps
+    synchronous: bool = False  # batch-synchronous: every row evaluated until the slowest converges (paper's code)
 
 
 def made_runs(engine: Engine, batch: int) -> list[Run]:
@@ -65,6 +66,7 @@ def made_runs(engine: Engine, batch: int) -> list[Run]:
         Run("sequential", "sequential", plain, baseline=True),
         Run("sequential, cropped outputs", "sequential", cropped, baseline=True),
         Run("jacobi", "jacobi", plain),
+        Run("jacobi, batch-synchronous", "jacobi", plain, synchronous=True),
         Run("jacobi, x0 = marginal", "jacobi", plain, x0="marginal"),
         Run("jacobi, x0 = mode", "jacobi", plain, x0="mode"),
         Run("jacobi_split", "jacobi_split", plain),
@@ -113,21 +115,30 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
         if k in SNAPSHOTS:
             snapshots[k] = run.system.decode(batch.x[:1])[0].flatten().tolist()
 
+    def once(callback: Any = None) -> SystemSolve:
+        if run.synchronous:  # a step without `rows`: the solver must evaluate the whole batch every time
+            solver_method, evaluate = run.system.plan(run.method)
+            result = solve(lambda x: evaluate(x, noise), x0.clone(), solver_method, callback=callback)
+            return SystemSolve(result, run.system.decode(result.x))
+        return solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
+
+    sweeps_before = getattr(run.system, "direct_sweeps", 0)
     times, solved = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        solved = solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0=x0.clone())
+        solved = once()
         if noise.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     assert solved is not None
+    sweeps = (getattr(run.system, "direct_sweeps", 0) - sweeps_before) / repeats
     if track:  # statistics from an extra, untimed solve
-        solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
+        once(callback)
         done = int(solved.result.iterations[0])  # the sample's own last evaluation: later frames repeat it
         snapshots = {k: v for k, v in snapshots.items() if k < done}
         snapshots[done] = run.system.decode(solved.result.x[:1])[0].flatten().tolist()
     return {"seconds": sorted(times)[len(times) // 2], "solved": solved, "fraction_final": fraction_final,
-            "snapshots": snapshots}  # fmt: skip
+            "snapshots": snapshots, "direct_sweeps": sweeps}  # fmt: skip
 
 
 def full_seconds(out: dict[str, Any], steps: int) -> tuple[float, bool]:
@@ -186,8 +197,25 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                     "equal_fraction": equal, "converged": bool(solved.result.converged.all()) if complete else None,
                     "iterations": solved.result.iterations.tolist(),
                     "fraction_final": out["fraction_final"], "snapshots": out["snapshots"],
+                    # jacobi_split only: sequential direct-path sweeps inside each evaluation (its extra depth)
+                    "direct_sweeps_per_evaluation": round(out["direct_sweeps"] / solved.result.evaluations, 1)
+                    if out["direct_sweeps"] else None,
                 })  # fmt: skip
     return rows
+
+
+def batch_vs_singles(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and run: one batch of 100 against 100 requests of one sample (batch-1 time x 100)."""
+    out = []
+    for r in rows:
+        if r["batch"] != 100:
+            continue
+        single = next((s for s in rows if (s["model"], s["run"], s["batch"]) == (r["model"], r["run"], 1)), None)
+        if single is not None:
+            singles = 100 * single["seconds"]
+            out.append({"model": r["model"], "run": r["run"], "batch_100_s": r["seconds"],
+                        "100_singles_s": round(singles, 4), "ratio": round(r["seconds"] / singles, 3)})  # fmt: skip
+    return out
 
 
 def pick_auto(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -196,7 +224,9 @@ def pick_auto(rows: list[dict[str, Any]]) -> dict[str, str]:
     for family, model in (("made", "made-fmnist"), ("pixelcnnpp", "pixelcnnpp-fmnist")):
         totals: dict[str, float] = {}
         for r in rows:
-            default_variant = r["x0"] == "zeros" and not any(w in r["run"] for w in ("banded", "plain", "cropped"))
+            default_variant = r["x0"] == "zeros" and not any(
+                w in r["run"] for w in ("banded", "plain", "cropped", "synchronous")
+            )
             if r["model"] == model and default_variant and r["equal_fraction"] == 1.0:
                 key = r["method"] if r["method"] != "gs_jacobi" else f"gs_jacobi:{r['block_size']}"
                 totals[key] = totals.get(key, 0.0) + r["seconds"]
@@ -241,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [row for name in args.models for row in benchmark_model(engine, name, cfg, progress)]
     progress.close()
     env = environment(str(engine.device))
-    payload = {"benchmark": "sampling", "config": asdict(cfg), "environment": env, "results": rows}
+    payload = {"benchmark": "sampling", "config": asdict(cfg), "environment": env, "results": rows,
+               "batch_100_vs_100_singles": batch_vs_singles(rows)}  # fmt: skip
     suffix = "-quick" if args.quick else ""
     path = write_json(f"sampling{suffix}-{engine.device.type}", payload, args.out)
     from benchmarks.sampling_plots import plot_all

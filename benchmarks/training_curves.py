@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.harness import RESULTS, write_json
 
-RUNS = {"made": "made-final", "pixelcnnpp": "pixelcnnpp", "densenet": "densenet", "rnn": "rnn", "gru": "gru"}
+KINDS = ("made", "pixelcnnpp", "densenet", "rnn", "gru")  # runs/<kind>, as the manifest's training commands write
 UNITS = {"made": "nats / image", "pixelcnnpp": "nats / dim", "densenet": "cross-entropy", "rnn": "MSE", "gru": "MSE"}
 
 
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    curves = {kind: read(args.runs / run / "metrics.jsonl") for kind, run in RUNS.items()
-              if (args.runs / run / "metrics.jsonl").exists()}  # fmt: skip
+    curves = {kind: read(args.runs / kind / "metrics.jsonl") for kind in KINDS
+              if (args.runs / kind / "metrics.jsonl").exists()}  # fmt: skip
     path = write_json("training-curves", curves, args.out)
 
     import matplotlib

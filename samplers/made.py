@@ -43,6 +43,7 @@ class MadeSystem:
         self.image_shape = model.config.image_shape
         self.block_size = self.image_shape[2]
         self.device = next(model.parameters()).device
+        self.direct_sweeps = 0  # inner sweeps jacobi_split has run (one sweep: a W x W direct product per row)
 
     def draw_noise(self, seed: int, indices: list[int] | range) -> torch.Tensor:
         return uniforms(self.name, seed, indices, (self.unknowns,)).to(self.device)
@@ -107,6 +108,7 @@ class MadeSystem:
             row_weight = weight[cols, cols].T
             current = x[:, cols]
             for _ in range(width):  # strictly lower inside the row: at most `width` sweeps
+                self.direct_sweeps += 1
                 logits = hidden[:, cols] + ((above + current @ row_weight) + bias[cols])
                 new = (noise[:, cols] < torch.sigmoid(logits)).to(x.dtype)
                 if torch.equal(new, current):
