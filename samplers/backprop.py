@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from solvers import solve
+from solvers import solve_backward
 from solvers.scan import linear_scan
 
 
@@ -64,14 +64,13 @@ def mlp_gradients(mlp: TanhMLP, x: torch.Tensor, labels: torch.Tensor, method: s
         b[:, -1] = d_logits @ mlp.readout
         if method == "scan":
             d = linear_scan(a, b, reverse=True).h
-        elif method == "jacobi":
-            a_rev, b_rev = a.flip(1), b.flip(1)
+        elif method == "jacobi":  # d_l = A_l d_{l+1} + b_l: upper-triangular
 
-            def step(d_rev: torch.Tensor) -> torch.Tensor:
-                shifted = torch.cat([torch.zeros_like(d_rev[:, :1]), d_rev[:, :-1]], dim=1)
-                return b_rev + (a_rev @ shifted[..., None])[..., 0]
+            def step(d: torch.Tensor) -> torch.Tensor:
+                following = torch.cat([d[:, 1:], torch.zeros_like(d[:, :1])], dim=1)  # d_{l+1}; d_{L+1} = 0
+                return b + (a @ following[..., None])[..., 0]
 
-            d = solve(step, torch.zeros_like(b_rev), method="jacobi").x.flip(1)
+            d = solve_backward(step, torch.zeros_like(b), method="jacobi").x
         else:
             raise ValueError(f"method must be sequential, jacobi or scan; got {method!r}")
         e = d * slope  # dL/d(pre-activation) of every layer, (B, L, H)

@@ -19,7 +19,6 @@ Shapes: images (B, C, 28, 28); iterate (B, U, D) with each unknown flattened int
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,8 @@ import torch
 
 from models.densenet import DenseBlock, DenseNet
 from models.invariance import pad_rows
+from samplers import inference
+from samplers.inference import Forward
 from solvers import FixedPointBatch, solve
 
 
@@ -131,32 +132,12 @@ def infer_body(
     verify: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of POST /infer for a classifier. "sequential" is the ordinary forward; "jacobi" the solve."""
-    start = time.perf_counter()
-    with torch.inference_mode():
+
+    def run() -> Forward:
         if method == "sequential":  # the ordinary forward, layer after layer
-            logits = system.model(images)
-            iterations = [system.length] * images.shape[0]
-            residual, converged = 0.0, True
-        else:
-            solved = dense_solve(system, images, method, tol, max_iterations)
-            logits, iterations = solved.logits, solved.iterations.tolist()
-            residual, converged = solved.residual, bool(solved.converged.all())
-        compute = (time.perf_counter() - start) * 1000
-        verified = None
-        if verify:
-            reference = system.model(images)
-            verified = {"max_abs_diff": float((logits - reference).abs().max()),
-                        "equal": bool(torch.equal(logits, reference))}  # fmt: skip
-    return {
-        "model": name,
-        "method": method,
-        "outputs": logits.tolist(),
-        "predictions": logits.argmax(dim=1).tolist(),
-        "iterations": iterations,
-        "sequential_steps": system.length,
-        "converged": converged,
-        "exact": converged and tol == 0.0,
-        "residual": residual,
-        "verified": verified,
-        "timings_ms": {"queue": 0.0, "compute": round(compute, 3)},
-    }
+            return Forward(system.model(images), [system.length] * images.shape[0], True, 0.0)
+        solved = dense_solve(system, images, method, tol, max_iterations)
+        return Forward(solved.logits, solved.iterations.tolist(), bool(solved.converged.all()), solved.residual)
+
+    return inference.infer_body(name, method, system.length, tol, verify, run, lambda: system.model(images),
+                                lambda logits: logits.argmax(dim=1).tolist())  # fmt: skip

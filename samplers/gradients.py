@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from models.rnn import RecurrentRegressor
-from solvers import solve
+from solvers import solve_backward
 from solvers.scan import linear_scan
 
 GRADIENT_METHODS = ("sequential", "jacobi", "scan", "auto")
@@ -104,14 +104,9 @@ class BackwardSystem:
 
 
 def jacobi_solve(system: BackwardSystem, max_iterations: int | None) -> tuple[torch.Tensor, int, bool]:
-    """Jacobi on the time-reversed (lower-triangular) system through the one solver loop of ``solvers``."""
-    c_rev = system.c.flip(1)
-
-    def step(g_rev: torch.Tensor) -> torch.Tensor:
-        return c_rev + system.vjp(g_rev.flip(1)).flip(1)
-
-    result = solve(step, torch.zeros_like(c_rev), method="jacobi", max_iterations=max_iterations)
-    return result.x.flip(1), int(result.iterations.max()) if result.iterations.numel() else 0, result.all_converged
+    """Jacobi on the backward (upper-triangular) system g = c + vjp(g), through the one solver loop."""
+    result = solve_backward(lambda g: system.c + system.vjp(g), torch.zeros_like(system.c), "jacobi", max_iterations)
+    return result.x, int(result.iterations.max()) if result.iterations.numel() else 0, result.all_converged
 
 
 def rnn_gradient(

@@ -12,12 +12,13 @@ Shapes: x (B, T) pixels; states (B, T, H) = h_1..h_T; predictions (B, T).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
 from models.rnn import RecurrentRegressor
+from samplers import inference
+from samplers.inference import Forward
 from solvers import solve
 
 
@@ -45,29 +46,12 @@ def infer_body(
     verify: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of POST /infer for a sequence model: next-pixel predictions."""
-    start = time.perf_counter()
-    with torch.inference_mode():
+
+    def run() -> Forward:
         if method == "sequential":  # the ordinary loop over time steps
-            predictions, iterations = model(x), torch.full((x.shape[0],), x.shape[1])
-            converged, residual = True, 0.0
-        else:
-            predictions, iterations, converged, residual = forward_solve(model, x, method, tol, max_iterations)
-        compute = (time.perf_counter() - start) * 1000
-        verified = None
-        if verify:
-            reference = model(x)
-            verified = {"max_abs_diff": float((predictions - reference).abs().max()),
-                        "equal": bool(torch.equal(predictions, reference))}  # fmt: skip
-    return {
-        "model": name,
-        "method": method,
-        "outputs": predictions.tolist(),
-        "predictions": predictions.tolist(),
-        "iterations": iterations.tolist(),
-        "sequential_steps": x.shape[1],
-        "converged": converged,
-        "exact": converged and tol == 0.0,
-        "residual": residual,
-        "verified": verified,
-        "timings_ms": {"queue": 0.0, "compute": round(compute, 3)},
-    }
+            return Forward(model(x), [x.shape[1]] * x.shape[0], True, 0.0)
+        predictions, iterations, converged, residual = forward_solve(model, x, method, tol, max_iterations)
+        return Forward(predictions, iterations.tolist(), converged, residual)
+
+    return inference.infer_body(name, method, x.shape[1], tol, verify, run, lambda: model(x),
+                                lambda predictions: predictions.tolist())  # fmt: skip

@@ -14,6 +14,7 @@ Solving", ICML 2021, arXiv 2002.03629.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -62,3 +63,25 @@ def solve(
         method=method,
         block_size=int(batch.block[0]) if batch.rows else 0,
     )
+
+
+def solve_backward(
+    step: Step,
+    x0: torch.Tensor,
+    method: str = "jacobi",
+    max_iterations: int | None = None,
+    block_size: int | None = None,
+    tol: float = 0.0,
+) -> SolveResult:
+    """Solve an upper-triangular system y[:, t] = f_t(x[:, t+1:]) (backpropagation runs this way) for x.
+
+    The same solver on the time-reversed system: ``step`` sees and returns tensors in the original order, and so
+    does the result; ``final`` then counts the certified *suffix* (positions >= T - final are exact).
+    step must accept the whole batch (no ``rows``): x0: (B, T, *shape).
+    """
+
+    def reversed_step(x_rev: torch.Tensor) -> torch.Tensor:
+        return step(x_rev.flip(1)).flip(1)
+
+    result = solve(reversed_step, x0.flip(1), method, max_iterations, block_size, tol)
+    return replace(result, x=result.x.flip(1))

@@ -39,3 +39,11 @@ def test_pixelcnnpp_methods_equal_the_cached_sequential_sampler(engine: Engine, 
         body = sample(engine, "pixelcnnpp-fmnist", 2, method, seed, block_size=112 if method == "gs_jacobi" else None)
         assert body["samples"] == reference["samples"], method
         assert max(body["iterations"]) < 784
+
+
+def test_pixelcnnpp_sample_i_does_not_depend_on_the_batch(engine: Engine) -> None:
+    system = engine.sampling_system("pixelcnnpp-fmnist")
+    with torch.inference_mode():
+        together = solve_system(system, system.draw_noise(9, range(3)), "gs_jacobi", block_size=112).samples
+        alone = solve_system(system, system.draw_noise(9, [2]), "jacobi").samples
+    assert torch.equal(alone[0], together[2])

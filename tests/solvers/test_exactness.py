@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from solvers import METHODS, solve
+from solvers import METHODS, solve, solve_backward
 from tests.solvers.systems import KINDS, make_system
 
 
@@ -85,3 +85,19 @@ def test_nan_in_the_solution_still_converges() -> None:
         result = solve(step, torch.zeros(1, 6), method=method)
         assert result.converged.all()
         torch.testing.assert_close(result.x, reference, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["tanh", "quantized", "chain"])
+def test_solve_backward_solves_upper_triangular_systems(method: str, kind: str) -> None:
+    """x_t = f_t(x_{t+1:}): the lower system read backwards in time, solved in the original order."""
+    system = make_system(kind, batch=3, length=17, shape=(2,), seed=5)
+    lower = system.step(False)
+
+    def upper(x: torch.Tensor) -> torch.Tensor:  # y[:, t] depends only on x[:, t+1:]
+        return lower(x.flip(1)).flip(1)
+
+    result = solve_backward(upper, system.x0(), method=method, block_size=4)
+    assert torch.equal(result.x, system.reference().flip(1))
+    assert result.converged.all()
+    assert (result.iterations <= 17).all()
