@@ -46,7 +46,8 @@ def require_api_key(
 
 
 def request_timeout(settings: SettingsDep, x_request_timeout: Annotated[str | None, Header()] = None) -> float:
-    """Seconds this request may take: X-Request-Timeout (capped), else the default. -> 504 past it."""
+    """Seconds this request may take: X-Request-Timeout in (0, max_request_timeout_s] (else 422 naming the
+    header), or the default. Past it: 504."""
     if x_request_timeout is None:
         return settings.request_timeout_s
     try:
