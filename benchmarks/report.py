@@ -1,0 +1,233 @@
+"""The README's result tables, generated from the result files: every figure shown is one a benchmark measured.
+
+Each table lives in README.md between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; this script
+rewrites what is between the markers and nothing else (the prose around the tables is written by people).
+A result file that does not exist yet leaves a note saying which command produces it.
+
+    python -m benchmarks.report [--readme README.md] [--results benchmarks/results] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "models" / "checkpoints" / "manifest.json"
+Rows = list[list[str]]
+
+
+def markdown(header: list[str], rows: Rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def measured_on(payload: dict[str, Any]) -> str:
+    env = payload["environment"]
+    device = env.get("device_name") or f"{env['cpu_count']}-core {env['machine']} CPU"
+    where = f"{device}, torch {env['torch']}, {env['torch_threads']} threads, commit {env.get('commit') or 'n/a'}"
+    return f"\n\n<sub>Measured {env['date'][:10]} on {where}: `{env['command']}`</sub>"
+
+
+def models_table(results: Path) -> str | None:
+    manifest = json.loads(MANIFEST.read_text())
+    rows: Rows = []
+    for name, entry in manifest.items():
+        figures = entry["eval"]
+        if "nll_nats" in figures:
+            figure = f"{figures['nll_nats']:.2f} nats/image ({figures['bits_per_dim']:.3f} bits/dim)"
+            baseline = figures.get("baseline_independent_bernoulli_nll_nats")
+            base = f"independent Bernoulli: {baseline:.1f} nats" if baseline else ""
+        elif "accuracy" in figures:
+            figure, base = f"accuracy {figures['accuracy']:.2%}", ""
+        else:
+            figure = f"MSE {figures['mse']:.5f} per pixel"
+            base = f"repeat previous pixel: {figures['baseline_repeat_previous_mse']:.5f}"
+        minutes = entry["train_seconds"] / 60 if entry.get("train_seconds") else float("nan")
+        rows.append(
+            [f"`{name}`", entry["description"], figure, base, f"{minutes:.0f} min", f"`{entry['train_command']}`"]
+        )
+    header = ["model", "what", "test set (10k)", "baseline", "training (2 CPU cores)", "reproduce"]
+    return markdown(header, rows)
+
+
+def sampling_table(results: Path) -> str | None:
+    payload = load(results, "sampling-cpu")
+    if payload is None:
+        return None
+    rows: Rows = []
+    for r in payload["results"]:
+        if (r["model"], r["batch"]) not in (("made-fmnist", 100), ("pixelcnnpp-fmnist", 16)):
+            continue
+        equal = "n/a" if r["equal_fraction"] is None else f"{r['equal_fraction']:.0%}"
+        star = " (extrapolated)" if r["extrapolated"] else ""
+        sweeps = r.get("direct_sweeps_per_evaluation")
+        label = r["run"] + (f" ({sweeps:g} direct sweeps / evaluation)" if sweeps else "")
+        rows.append([r["model"], str(r["batch"]), label,
+                     f"{r['iterations_mean']:g} / {r['iterations_median']:g} / {r['iterations_max']}",
+                     str(r["evaluations"]), f"{r['seconds']:.3f}{star}", f"{r['speedup_vs_naive']}x",
+                     f"{r['speedup_vs_strongest_sequential']}x", equal])  # fmt: skip
+    header = ["model", "batch", "run", "iterations per sample mean / median / max", "batch done after",
+              "wall s", "vs naive sequential", "vs strongest sequential", "bitwise = sequential"]  # fmt: skip
+    return markdown(header, rows) + measured_on(payload)
+
+
+def batch_table(results: Path) -> str | None:
+    payload = load(results, "sampling-cpu")
+    if payload is None or not payload.get("batch_100_vs_100_singles"):
+        return None
+    rows = [[r["model"], r["run"], f"{r['batch_100_s']:.3f}", f"{r['100_singles_s']:.3f}", f"{r['ratio']:.3f}"]
+            for r in payload["batch_100_vs_100_singles"]]  # fmt: skip
+    return markdown(["model", "run", "one batch of 100 (s)", "100 requests of 1 (s)", "ratio"], rows)
+
+
+def gradients_table(results: Path) -> str | None:
+    payload = load(results, "gradients-cpu")
+    if payload is None:
+        return None
+    by_config: dict[tuple[int, int, int], dict[str, dict[str, Any]]] = {}
+    for r in payload["results"]:
+        by_config.setdefault((r["T"], r["H"], r["B"]), {})[r["method"].split(" ")[0]] = r
+    rows: Rows = []
+    for (t, h, b), methods in sorted(by_config.items()):
+        seq, scan, jac = methods.get("sequential"), methods.get("scan"), methods.get("jacobi")
+
+        def cell(r: dict[str, Any] | None) -> str:
+            return "skipped" if r is None else f"{r['seconds']:.4f} s, depth {r['depth']}"
+
+        worst = max(float(r["max_abs_diff"]) for r in methods.values())
+        rows.append([str(t), str(h), str(b), cell(seq), cell(scan),
+                     "n/a" if scan is None else f"{scan['speedup_vs_bptt']}x", cell(jac),
+                     "n/a" if jac is None else f"{jac['speedup_vs_bptt']}x", f"{worst:.1e}"])  # fmt: skip
+    header = ["T", "H", "B", "BPTT (autograd)", "scan", "scan vs BPTT", "Jacobi (to exact)", "Jacobi vs BPTT",
+              "max abs diff vs autograd"]  # fmt: skip
+    return markdown(header, rows) + measured_on(payload)
+
+
+def dense_table(results: Path) -> str | None:
+    payload = load(results, "dense-cpu")
+    if payload is None:
+        return None
+    s = payload["summary"]
+    lead = (f"{s['images']} test images, {s['unknowns']} unknowns (stem, 18 dense layers, 2 transitions, head): "
+            f"logits bitwise exact after {s['exact_mean']:.1f} iterations on average (max {s['exact_max']:.0f}); "
+            f"the predicted class settles for good after {s['settle_mean']:.1f} (max {s['settle_max']:.0f}); "
+            f"bitwise equal to the sequential forward: {s['bitwise_equal']}.\n\n")  # fmt: skip
+    rows: Rows = []
+    for r in payload["results"]:
+        estimate = r.get("estimated_parallel_speedup")
+        rows.append([str(r["batch"]), r["method"], f"{r['tol']:g}", f"{r['iterations']:.1f}", f"{r['seconds']:.4f}",
+                     f"{r['speedup_vs_strongest_sequential']}x", "" if estimate is None else f"{estimate}x",
+                     f"{r['max_abs_diff']:.1e}"])  # fmt: skip
+    header = ["batch", "method", "tol", "iterations (mean)", "wall s", "vs strongest sequential",
+              "critical-path estimate", "max abs diff"]  # fmt: skip
+    return lead + markdown(header, rows) + measured_on(payload)
+
+
+def serving_table(results: Path) -> str | None:
+    payload = load(results, "serving-cpu")
+    if payload is None:
+        return None
+    tp, emb, red = payload["throughput"], payload["added_latency_embedded"], payload["added_latency_redis"]
+    cfg = payload["config"]
+    rows: Rows = [
+        [f"`/sample` throughput, {cfg['model']} {cfg['method']}, batch {tp['batch']}, {tp['clients']} clients",
+         f"library {tp['library_samples_per_s']} samples/s", f"server (same batch) {tp['server_samples_per_s']}",
+         f"{tp['ratio']:.0%} of the library"],
+        ["the same, server batching many requests' rows", "", f"{tp['server_default_batching_samples_per_s']}",
+         f"{tp['default_batching_ratio']:.0%}"],
+        ["p50 added latency, embedded", f"library {emb['p50_library_ms']} ms", f"server {emb['p50_server_ms']} ms",
+         f"+{emb['p50_added_ms']} ms"],
+    ]  # fmt: skip
+    if "p50_added_ms" in red:
+        rows.append(["p50 added latency, Redis Streams (API + 1 worker process)", f"library {red['p50_library_ms']} ms",
+                     f"server {red['p50_server_ms']} ms", f"+{red['p50_added_ms']} ms"])  # fmt: skip
+    for mode, r in payload["batching"].items():
+        rows.append([f"open loop {cfg['rate_per_s']} req/s, {mode} batching", f"{r['throughput_rps']} req/s answered",
+                     f"p50 {r['p50_ms']} / p95 {r['p95_ms']} / p99 {r['p99_ms']} ms",
+                     f"{r['errors']} errors of {r['requests']}"])  # fmt: skip
+    return markdown(["measurement", "reference", "server", "result"], rows) + measured_on(payload)
+
+
+def locust_table(results: Path) -> str | None:
+    path = results / "locust_stats.csv"
+    if not path.exists():
+        return None
+    columns = ("Name", "Request Count", "Failure Count", "50%", "95%", "99%")
+    rows = [[*(r[c] for c in columns), f"{float(r['Requests/s']):.1f}"] for r in csv.DictReader(path.open())]
+    return markdown(["endpoint", "requests", "failures", "p50 ms", "p95 ms", "p99 ms", "req/s"], rows)
+
+
+def synthetic_table(results: Path) -> str | None:
+    payload = load(results, "synthetic")
+    if payload is None:
+        return None
+    methods = list(dict.fromkeys(r["method"] for r in payload["results"]))
+    systems = list(dict.fromkeys(r["system"] for r in payload["results"]))
+    cells = {(r["system"], r["method"]): r for r in payload["results"]}
+    rows: Rows = []
+    for system in systems:
+        row = [system]
+        for method in methods:
+            r = cells.get((system, method))
+            row.append("" if r is None else f"{r['evaluations']} ({r['speedup_wall']}x wall)")
+        rows.append(row)
+    return markdown(["system: evaluations (wall-clock speedup)", *methods], rows) + measured_on(payload)
+
+
+TABLES: dict[str, tuple[Callable[[Path], str | None], str]] = {
+    "models": (models_table, "parafeed train KIND --publish NAME"),
+    "sampling": (sampling_table, "python -m benchmarks.sampling"),
+    "batch": (batch_table, "python -m benchmarks.sampling"),
+    "gradients": (gradients_table, "python -m benchmarks.gradients"),
+    "dense": (dense_table, "python -m benchmarks.dense"),
+    "serving": (serving_table, "python -m benchmarks.serving"),
+    "locust": (locust_table, "python -m loadtests.run"),
+    "synthetic": (synthetic_table, "python -m benchmarks.synthetic"),
+}
+
+
+def render(text: str, results: Path) -> str:
+    for name, (make, command) in TABLES.items():
+        pattern = re.compile(rf"(<!-- report:{name} -->\n)(.*?)(<!-- /report:{name} -->)", re.DOTALL)
+        if not pattern.search(text):
+            continue
+        table = make(results) or f"*Not measured yet: run `{command}`.*"
+        text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(3), text)  # noqa: B023 (used at once)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README's tables are not up to date")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    updated = render(text, args.results)
+    if args.check:
+        if updated != text:
+            print(f"{args.readme}: result tables differ from {args.results}; run python -m benchmarks.report")
+            return 1
+        return 0
+    args.readme.write_text(updated)
+    print(f"updated the result tables in {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
