@@ -138,12 +138,22 @@ def _models(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     import torch
+    from tqdm import tqdm
 
     from models.pictures import save_grid
     from samplers.engine import Engine
     from samplers.sampling import sample
+    from solvers import FixedPointBatch
 
     engine = Engine(args.device, args.registry)
+    steps = engine.info(args.model).sequential_steps
+    # On a terminal: how many positions of the slowest sample are certified final, evaluation by evaluation.
+    bar = tqdm(total=steps, desc=f"{args.model} {args.method}", unit="pos", disable=not sys.stderr.isatty())
+
+    def progress(batch: FixedPointBatch) -> None:
+        bar.update(int(batch.final.min()) - bar.n if batch.rows else 0)
+        bar.set_postfix(evaluations=int(batch.iterations.max()))
+
     body = sample(
         engine,
         args.model,
@@ -154,7 +164,9 @@ def _sample(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations,
         verify=args.verify,
         output_format=args.format,
+        callback=progress,
     )
+    bar.close()
     if args.out is not None:
         samples = torch.tensor(body["samples"]) if args.format == "array" else None
         if samples is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from samplers.auto import SAMPLING_FALLBACK, pick_method
 from samplers.engine import Engine
 from samplers.noise import random_seed
 from samplers.system import SamplingSystem, solve_system
+from solvers import FixedPointBatch
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,14 @@ def sample_body(
 
 def sample(engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
            block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
-           output_format: str = "array") -> dict[str, Any]:  # fmt: skip
-    """The library (and CLI) path: prepare, solve in one go, build the body."""
+           output_format: str = "array",
+           callback: Callable[[FixedPointBatch], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The library (and CLI) path: prepare, solve in one go, build the body. ``callback`` sees the solver state
+    after every evaluation (progress bars)."""
     p = prepare(engine, model, num_samples, method, seed, block_size, max_iterations, verify, output_format)
     start = time.perf_counter()
     with torch.inference_mode():
-        solved = solve_system(p.system, p.noise, p.method, p.block_size, p.max_iterations)
+        solved = solve_system(p.system, p.noise, p.method, p.block_size, p.max_iterations, callback=callback)
         if p.noise.device.type == "cuda":
             torch.cuda.synchronize()
     compute = (time.perf_counter() - start) * 1000
