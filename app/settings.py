@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     max_deliveries: int = 3  # after this many attempts a job goes to the dead-letter stream (caller gets 500)
     heartbeat_s: float = 1.0  # workers announce themselves this often
     heartbeat_ttl_s: float = 5.0  # and count as alive this long after
-    worker_stall_s: float = 120.0  # a worker loop silent this long stops renewing leases: its jobs get reclaimed
+    # A worker loop silent this long (no turn finished) stops renewing leases, so its jobs get reclaimed. Longer
+    # than any one job may run (max_request_timeout_s), so a slow but live job is never taken away.
+    worker_stall_s: float = 660.0
     result_ttl_s: int = 600  # undelivered results expire after this
 
     # Operations.
