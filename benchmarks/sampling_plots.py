@@ -92,7 +92,8 @@ def plot_all(payload: dict[str, Any], out: Path, stem: str) -> list[Path]:
     _histograms(axes[1][0], rows)
     _final_fraction(axes[1][1], rows)
     env = payload["environment"]
-    fig.suptitle(f"Exact parallel sampling on {env['device']} ({env.get('device_name') or env['processor'] or ''})")
+    where = env.get("device_name") or f"{env['cpu_count']} cores, {env['torch_threads']} torch threads"
+    fig.suptitle(f"Exact parallel sampling on {env['device']} ({where}); every sample bitwise equal to sequential")
     fig.tight_layout()
     main = out / f"{stem}.png"
     fig.savefig(main, dpi=100)
