@@ -107,12 +107,25 @@ class RecurrentRegressor(nn.Module):
         """Per-sequence mean squared error over the T predictions, (B,)."""
         return ((self(x) - x) ** 2).mean(dim=1)
 
+    def step_locals(self, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the backward pass of steps h_{t+1} = cell(x_t, h_t) needs besides dL/dh_{t+1}, computed once.
+
+        x: (..., ) inputs x_t; h: (..., H) states h_t. softplus: the slope sigmoid(a_t); gru: the gates r, z, n and
+        W_hn h + b_hn. These depend only on the forward pass, so a solver iterating the backward system reuses
+        them: every iteration is then elementwise work and one matmul by the recurrent weight.
+        """
+        if self.config.cell == "softplus":
+            pre = F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
+            return {"x": x, "h": h, "slope": torch.sigmoid(pre)}
+        r, z, n, hn = self.gru_gates(x, h)
+        return {"x": x, "h": h, "r": r, "z": z, "n": n, "hn": hn}
+
     def step_backward(
-        self, x: torch.Tensor, h: torch.Tensor, g_next: torch.Tensor, params: bool = True
+        self, local: dict[str, torch.Tensor], g_next: torch.Tensor, params: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Backward through every step at once, given dL/dh_{t+1}, without forming Jacobians.
 
-        x: (..., ) inputs x_t; h: (..., H) states h_t; g_next: (..., H) = dL/dh_{t+1}.
+        local: ``step_locals(x, h)`` of the steps; g_next: (..., H) = dL/dh_{t+1}.
         Returns (J_t^T g_next (..., H); parameter gradients summed over every step and row, keyed like
         ``named_parameters`` (empty when ``params`` is False: a Jacobi iteration needs only the first term);
         dL/dx_t through the step (..., )). The batched reductions of Song et al. (sec. 4.3): one matmul per
@@ -125,18 +138,18 @@ class RecurrentRegressor(nn.Module):
         def total(a: torch.Tensor) -> torch.Tensor:
             return a.reshape(-1, a.shape[-1]).sum(dim=0)
 
+        x, h = local["x"], local["h"]
         if self.config.cell == "softplus":
-            pre = F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
-            e = torch.sigmoid(pre) * g_next  # dL/da_t
+            e = local["slope"] * g_next  # dL/da_t
             grads = {"w_h": outer(e, h), "w_x": outer(e, x[..., None]), "b": total(e)} if params else {}
             return e @ self.w_h, grads, e @ self.w_x[:, 0]
         w_ih, w_hh, _, _ = self.gru_weights()
-        r, z, n, hn = self.gru_gates(x, h)
+        r, z, n, hn = local["r"], local["z"], local["n"], local["hn"]
         d_npre = g_next * (1 - z) * (1 - n * n)
         d_r = d_npre * hn * r * (1 - r)
         d_z = g_next * (h - n) * z * (1 - z)
-        d_gi = torch.cat([d_r, d_z, d_npre], dim=-1)  # dL/d(W_ih x + b_ih), gates [r, z, n]
-        d_gh = torch.cat([d_r, d_z, d_npre * r], dim=-1)  # dL/d(W_hh h + b_hh)
+        d_gh = torch.cat([d_r, d_z, d_npre * r], dim=-1)  # dL/d(W_hh h + b_hh), gates [r, z, n]
+        d_gi = torch.cat([d_r, d_z, d_npre], dim=-1)  # dL/d(W_ih x + b_ih)
         grads = (
             {
                 "gru.weight_ih_l0": outer(d_gi, x[..., None]),

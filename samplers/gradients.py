@@ -70,12 +70,14 @@ class BackwardSystem:
             direct = self.d_out[..., None] * model.readout.weight[0]  # c_t for t = 0..T-1
             # Unknowns g_1..g_T: c_1..c_{T-1}, then c_T = 0 (h_T predicts nothing).
             self.c = torch.cat([direct[:, 1:], torch.zeros_like(direct[:, :1])], dim=1)
+            # Local derivatives of steps t = 0..T-1 (h_{t+1} = cell(x_t, h_t)), computed once for every solver.
+            self.local = model.step_locals(x, self.states[:, :-1])
+            self.local_after_first = {name: value[:, 1:] for name, value in self.local.items()}  # t = 1..T-1
 
     @torch.no_grad()
     def vjp(self, g: torch.Tensor) -> torch.Tensor:
         """(J_t^T g_{t+1}) for t = 1..T given g = g_1..g_T; the term for t = T is 0. (B, T, H)."""
-        x_t, h_t = self.x[:, 1:], self.states[:, 1:-1]  # steps t = 1..T-1: h_{t+1} = cell(x_t, h_t)
-        out, _, _ = self.model.step_backward(x_t, h_t, g[:, 1:], params=False)
+        out, _, _ = self.model.step_backward(self.local_after_first, g[:, 1:], params=False)
         return torch.cat([out, torch.zeros_like(g[:, :1])], dim=1)
 
     @torch.no_grad()
@@ -92,8 +94,8 @@ class BackwardSystem:
     @torch.no_grad()
     def gradients(self, g: torch.Tensor, wrt: str) -> dict[str, torch.Tensor]:
         """Batched reductions: every parameter's gradient from g_1..g_T (or dL/dx)."""
-        model, x, states = self.model, self.x, self.states
-        _, step_grads, d_x = model.step_backward(x, states[:, :-1], g, params=wrt == "params")  # t = 0..T-1
+        model, states = self.model, self.states
+        _, step_grads, d_x = model.step_backward(self.local, g, params=wrt == "params")  # steps t = 0..T-1
         if wrt == "inputs":  # through the steps, and (next-pixel regression) as the regression target
             return {"inputs": d_x - self.d_out if self.own_targets else d_x}
         grads = dict(step_grads)
