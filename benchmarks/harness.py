@@ -48,9 +48,10 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: str = "cpu") -> tuple[float, Any]:
-    """Median wall time in seconds of ``repeats`` calls after one warm-up call, and the last call's result."""
-    result = fn()
+def timed(fn: Callable[[], Any], repeats: int, device: str = "cpu", warmup: bool = True) -> tuple[float, Any]:
+    """Median wall time in seconds of ``repeats`` calls (after one warm-up call unless ``warmup`` is False, for
+    runs long enough that start-up costs vanish in them), and the last call's result."""
+    result = fn() if warmup else None
     times = []
     for _ in range(repeats):
         if device.startswith("cuda"):

@@ -22,6 +22,7 @@ Shapes: x (B, D) float in {0, 1}; logits (B, D).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,17 +43,42 @@ class MADEConfig:
     image_shape: tuple[int, int, int] = (1, 28, 28)  # how D unknowns form a picture (C, H, W)
 
 
+class FrozenCache:
+    """A value derived from tensors, recomputed only when one of them changes (in place, or moved).
+
+    Serving evaluates the same masked weights thousands of times per request; without autograd they are
+    computed once. The key is every source tensor's version counter and storage, so ``load_state_dict``,
+    an optimizer step or ``.to(device)`` invalidates it; the cached value has exactly the bits of a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[tuple[int, int], ...] | None = None
+        self.value: torch.Tensor | None = None
+
+    def get(self, make: Callable[[], torch.Tensor], *sources: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: the graph must reach the parameters
+            return make()
+        key = tuple((t._version, t.data_ptr()) for t in sources)
+        if self.value is None or key != self.key:
+            self.value, self.key = make(), key
+        return self.value
+
+
 class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer) on every call."""
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (a buffer): W * M, cached without autograd."""
 
     mask: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
         super().__init__(in_features, out_features)
         self.register_buffer("mask", mask.to(torch.bool))
+        self.masked = FrozenCache()
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.masked.get(lambda: self.weight * self.mask, self.weight, self.mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
 
 
 def hidden_degrees(config: MADEConfig) -> list[torch.Tensor]:
@@ -88,6 +114,7 @@ class MADE(nn.Module):
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
             nn.init.zeros_(self.direct.bias)
+        self.fixed_direct = FrozenCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, D) -> logits (B, D). Row results do not depend on B (padding to a multiple of 8 rows)."""
@@ -103,15 +130,21 @@ class MADE(nn.Module):
             h = F.relu(layer(h))
         last = self.layers[-1]
         assert isinstance(last, MaskedLinear)
-        return F.linear(h, (last.weight * last.mask)[columns], last.bias[columns])[: x.shape[0]]
+        return F.linear(h, last.masked_weight()[columns], last.bias[columns])[: x.shape[0]]
 
     def direct_weight(self) -> torch.Tensor:
         """(D, D) strictly lower, on the fixed-point grid (straight-through rounding while training)."""
-        assert self.direct is not None
+        direct = self.direct
+        assert direct is not None
         q, limit = self.config.direct_quantum, self.config.direct_limit
-        weight = self.direct.weight * self.direct.mask
-        fixed = torch.clamp(torch.round(weight / q) * q, -limit, limit)
-        return weight + (fixed - weight).detach() if self.training else fixed
+
+        def fixed_point(weight: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(torch.round(weight / q) * q, -limit, limit)
+
+        if self.training:
+            weight = direct.masked_weight()
+            return weight + (fixed_point(weight) - weight).detach()
+        return self.fixed_direct.get(lambda: fixed_point(direct.masked_weight()), direct.weight, direct.mask)
 
     def direct_sum(self, x: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
         """sum_{s<d} w_ds x_s without bias: exact (order-free) for binary x. (B, D) -> (B, D) or (B, k)."""
