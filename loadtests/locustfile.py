@@ -39,14 +39,14 @@ class ParafeedUser(HttpUser):
 
     @task(2)
     def gradient(self) -> None:
-        body = {"model": SEQUENCE, "batch": 2, "method": "scan", "seed": random.randrange(1000)}
+        body = {"model": SEQUENCE, "batch": 2, "method": "auto", "seed": random.randrange(1000)}
         with self.client.post("/gradient", json=body, name="/gradient", catch_response=True) as r:
             if r.status_code != 200 or not r.json().get("exact"):
                 r.failure(f"{r.status_code}: {r.text[:200]}")
 
     @task(2)
     def infer(self) -> None:
-        body = {"model": CLASSIFIER, "batch": 2, "method": "jacobi", "seed": random.randrange(1000)}
+        body = {"model": CLASSIFIER, "batch": 2, "method": "auto", "seed": random.randrange(1000)}
         with self.client.post("/infer", json=body, name="/infer", catch_response=True) as r:
             if r.status_code != 200 or not r.json().get("exact"):
                 r.failure(f"{r.status_code}: {r.text[:200]}")
