@@ -68,11 +68,15 @@ class RecurrentRegressor(nn.Module):
         rows = h.shape[0]
         x_t, h = pad_rows(x_t), pad_rows(h)
         if self.config.cell == "softplus":
-            out = F.softplus(F.linear(h, self.w_h) + x_t[:, None] * self.w_x[:, 0] + self.b)
+            out = F.softplus(self.softplus_pre(x_t, h))
         else:
             _, z, n, _ = self.gru_gates(x_t, h)
             out = (1 - z) * n + z * h
         return out[:rows]
+
+    def softplus_pre(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The softplus cell's pre-activation a_t = W_h h_t + w_x x_t + b: x (..., ), h (..., H) -> (..., H)."""
+        return F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
 
     def gru_gates(
         self, x: torch.Tensor, h: torch.Tensor
@@ -115,8 +119,7 @@ class RecurrentRegressor(nn.Module):
         them: every iteration is then elementwise work and one matmul by the recurrent weight.
         """
         if self.config.cell == "softplus":
-            pre = F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
-            return {"x": x, "h": h, "slope": torch.sigmoid(pre)}
+            return {"x": x, "h": h, "slope": torch.sigmoid(self.softplus_pre(x, h))}
         r, z, n, hn = self.gru_gates(x, h)
         return {"x": x, "h": h, "r": r, "z": z, "n": n, "hn": hn}
 
@@ -165,8 +168,7 @@ class RecurrentRegressor(nn.Module):
     def step_jacobian(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """dh'/dh of one step for every row: x_t (..., ), h (..., H) -> (..., H, H), computed in closed form."""
         if self.config.cell == "softplus":
-            pre = F.linear(h, self.w_h) + x_t[..., None] * self.w_x[:, 0] + self.b
-            return torch.sigmoid(pre)[..., :, None] * self.w_h
+            return torch.sigmoid(self.softplus_pre(x_t, h))[..., :, None] * self.w_h
         _, w_hh, _, _ = self.gru_weights()
         r, z, n, hn = self.gru_gates(x_t, h)
         u_r, u_z, u_n = w_hh.chunk(3, dim=0)

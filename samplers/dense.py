@@ -123,11 +123,8 @@ def dense_solve(
 
     x0 = images.new_zeros(images.shape[0], system.length, system.width)
     result = solve(step, x0, method=method, tol=tol, max_iterations=max_iterations, callback=callback)
-    # Certified with tol=0: every unknown reproduced itself, so the residual is 0 without another evaluation.
     certified = result.all_converged and tol == 0.0
-    residual = (
-        0.0 if certified or not images.shape[0] else float((system.evaluate(result.x, images) - result.x).abs().max())
-    )
+    residual = inference.residual(certified, lambda: system.evaluate(result.x, images), result.x)
     return DenseSolve(system.logits(result.x), result.iterations, result.converged, result.evaluations, residual)
 
 

@@ -16,6 +16,14 @@ from typing import Any
 import torch
 
 
+def residual(certified: bool, recompute: Callable[[], torch.Tensor], iterate: torch.Tensor) -> float:
+    """max |step(x) - x| at the returned iterate. A solve certified with tol=0 reproduced every unknown, so its
+    residual is 0 without another evaluation; otherwise ``recompute`` is step(x). Empty batches have none."""
+    if certified or iterate.numel() == 0:
+        return 0.0
+    return float((recompute() - iterate).abs().max())
+
+
 @dataclass(frozen=True)
 class Forward:
     outputs: torch.Tensor  # (B, ...) logits or per-step predictions
