@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the engine, the queue, the settings, API keys and the request deadline."""
+"""FastAPI dependencies: the engine, the queue, the settings, API keys and the request deadline.
+
+All are ``async def``: they only read request state, and a plain ``def`` would cost every request a hop through
+the thread pool per dependency.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,17 @@ from app.settings import Settings
 from samplers.engine import Engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
 
@@ -32,7 +36,7 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
@@ -45,7 +49,7 @@ def require_api_key(
         raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def request_timeout(settings: SettingsDep, x_request_timeout: Annotated[str | None, Header()] = None) -> float:
+async def request_timeout(settings: SettingsDep, x_request_timeout: Annotated[str | None, Header()] = None) -> float:
     """Seconds this request may take: X-Request-Timeout in (0, max_request_timeout_s] (else 422 naming the
     header), or the default. Past it: 504."""
     if x_request_timeout is None:
