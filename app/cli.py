@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from app.logs import configure
-    from app.queues.redis_streams import run_worker
+    from app.queues.redis_worker import run_worker
 
     settings = _settings(args)
     configure(settings.log_json)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import HTTPException
 
-from app import metrics
+from app.deps import Call
 from app.jobs import Job
-from app.queues import JobQueue, QueueFullError
-from app.settings import Settings
+from app.queues import QueueFullError
+from app.responses import FastJSONResponse
 
 
 def field_error(field: str, message: str, status: int = 422) -> HTTPException:
@@ -20,20 +18,17 @@ def field_error(field: str, message: str, status: int = 422) -> HTTPException:
     return HTTPException(status, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
 
 
-async def run_job(
-    kind: str, payload: dict[str, Any], request: Request, queue: JobQueue, settings: Settings, timeout: float
-) -> JSONResponse:
+async def run_job(kind: str, payload: dict[str, Any], call: Call) -> FastJSONResponse:
+    request, queue, timeout = call.request, call.queue, call.timeout
     request.scope.setdefault("state", {})["model"] = payload["model"]
     job = Job(kind, payload, deadline=time.time() + timeout, request_id=request.scope["state"].get("request_id", ""))
     try:
         await queue.submit(job)
     except QueueFullError:
         raise HTTPException(
-            503, "queue full, retry later", headers={"Retry-After": str(settings.retry_after_s)}
+            503, "queue full, retry later", headers={"Retry-After": str(call.settings.retry_after_s)}
         ) from None
-    with contextlib.suppress(Exception):  # a metric is not worth failing an accepted request
-        metrics.QUEUE_DEPTH.set(await queue.depth())
     result = await queue.result(job, timeout)
     if result is None:
         raise HTTPException(504, f"deadline of {timeout:g} s passed before the answer was ready")
-    return JSONResponse(result.body, status_code=result.status)
+    return FastJSONResponse(result.body, status_code=result.status)

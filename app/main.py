@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from app.middleware import ServiceMiddleware
 from app.queues import JobQueue
 from app.queues.local import LocalQueue
+from app.responses import FastJSONResponse
 from app.routes import compute, health, models, sample
 from app.settings import Settings, get_settings
 from app.worker import Worker
@@ -99,20 +99,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "inference solved as lower-triangular systems by parallel fixed-point iteration, equal to the sequential "
         "answer bit for bit (or saying so when not).",
         lifespan=lifespan,
+        default_response_class=FastJSONResponse,
     )
     app.add_middleware(ServiceMiddleware, max_body=settings.max_body_bytes)
     for router in (models.router, sample.router, compute.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, error: RequestValidationError) -> FastJSONResponse:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in error.errors()]  # fmt: skip
-        return JSONResponse({"detail": detail}, status_code=422)
+        return FastJSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Exception)
-    async def crashed(request: Request, error: Exception) -> JSONResponse:
+    async def crashed(request: Request, error: Exception) -> FastJSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        return FastJSONResponse({"detail": "internal error"}, status_code=500)
 
     return app

@@ -150,15 +150,17 @@ class RowGroup:
 
     def harvest(self) -> list[RowOwner]:
         """Take finished rows out; return the owners this completed (all their rows done), each once."""
-        done = torch.nonzero(self.batch.done).flatten().tolist()
         finished: list[RowOwner] = []
-        for r in done:
+        if not bool(self.batch.done.any()):  # most iterations finish nobody: one cheap check
+            return finished
+        done = torch.nonzero(self.batch.done).flatten()
+        solved = self.batch.x[done]  # (D, T, *shape), a copy: the batch's rows are about to go
+        iterations, converged = self.batch.iterations[done].tolist(), self.batch.converged[done].tolist()
+        for j, r in enumerate(done.tolist()):
             owner, index = self.owners[r]
-            x, iterations, converged = self.batch.x[r].clone(), int(self.batch.iterations[r]), self.batch.converged[r]
-            if owner.take(index, x, iterations, bool(converged)):
+            if owner.take(index, solved[j], iterations[j], converged[j]):
                 finished.append(owner)
-        if done:
-            self.remove(torch.nonzero(~self.batch.done).flatten())
+        self.remove(torch.nonzero(~self.batch.done).flatten())
         return finished
 
     def drop(self, owners: list[RowOwner]) -> None:

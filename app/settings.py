@@ -35,8 +35,11 @@ class Settings(BaseSettings):
 
     # Batching in the worker (iteration-level: rows join and leave between solver iterations).
     max_batch_rows: int = 128  # rows (samples) advanced together per model per iteration
-    max_wait_ms: float = 2.0  # an idle worker waits this long for more jobs before its first iteration
     batching: str = Field(default="iteration", pattern="^(iteration|static)$")  # static: batch-synchronous (baseline)
+    # An idle worker that got a job waits this long for more before its first iteration. None: 0 under iteration
+    # batching (a job that arrives later joins at the next iteration, so waiting would only delay the first one),
+    # 2 ms under static batching (a batch that is sealed once it starts had better start full).
+    max_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
 
     # Redis mode: delivery guarantees.
     claim_idle_ms: int = 30_000  # a job whose worker renewed no lease for this long is reclaimed (keep >> heartbeat)
@@ -57,6 +60,13 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # where `parafeed worker --metrics-port` listens (0.0.0.0 in containers)
     drain_timeout_s: float = 30.0  # on SIGTERM, time to finish rows in flight before handing them back
     log_json: bool = True  # one JSON object per log line
+
+    @property
+    def batch_wait_s(self) -> float:
+        """The effective ``max_wait_ms``, in seconds."""
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms / 1000
+        return 0.002 if self.batching == "static" else 0.0
 
     @field_validator("api_keys", mode="before")
     @classmethod

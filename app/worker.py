@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from app import metrics
-from app.inputs import InputError, model_inputs
+from app.inputs import InputError, model_inputs, model_targets
 from app.jobs import Job, Result
 from app.rows import ActiveSample, RowGroup, RowOwner, SampleCheck
 from app.settings import Settings
@@ -38,6 +38,10 @@ from samplers.sampling import PreparedSample, prepare, sample_body
 from solvers import Schedule
 
 log = logging.getLogger("parafeed.worker")
+# Deadlines are seconds apart; looking for expired rows every iteration (about a millisecond) would be waste.
+EXPIRY_CHECK_S = 0.01
+# Longest run of iterations in one turn: deadlines, shutdown and heartbeats are looked at at least this often.
+TURN_S = 0.01
 
 
 class WorkSource(Protocol):
@@ -53,6 +57,11 @@ class WorkSource(Protocol):
 
     def beat(self) -> None:
         """The loop is alive and making progress (called once per turn)."""
+        ...
+
+    def ready(self, wanted: int) -> bool:
+        """Would ``fetch`` return a job at once? Asked between solver iterations, so cheap and without I/O;
+        ``wanted``: how many jobs the worker has room for now (0: none, do not read ahead)."""
         ...
 
 
@@ -84,6 +93,8 @@ class Worker:
         self.checks: deque[SampleCheck] = deque()  # answered samples waiting for a background re-solve
         self.stop = threading.Event()
         self.static = settings.batching == "static"
+        self.next_expiry_check = 0.0
+        self.occupancy_of: dict[str, Any] = {}
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -97,22 +108,48 @@ class Worker:
         self.drain()
 
     def turn(self) -> None:
-        """One turn: beat, fetch and admit, one iteration of every group, answer what finished."""
+        """One turn: beat, fetch and admit, then solver iterations of every group, answering what finished.
+
+        Iterations repeat inside the turn while nobody could be admitted anyway: until a row finished (its rows
+        are free), the source has a job ready for free rows, nothing is left to solve, or ``TURN_S`` passed. The
+        bookkeeping of a turn then costs once per several iterations instead of once per iteration.
+        """
         self.source.beat()
         idle = not self.active_rows() and not self.waiting
         fetched = self.fetch(0.25 if idle else 0.0)
-        if fetched and idle and self.settings.max_wait_ms > 0:  # give a batch a moment to form
-            time.sleep(self.settings.max_wait_ms / 1000)
+        if fetched and idle and self.settings.batch_wait_s > 0:  # give a batch a moment to form
+            time.sleep(self.settings.batch_wait_s)
             self.fetch(0.0)
-        self.admit()
-        self.admit_checks()
+        if self.waiting:
+            self.admit()
+        if self.checks:
+            self.admit_checks()
+        ends = time.monotonic() + TURN_S
         with torch.inference_mode():
-            for key, group in list(self.groups.items()):
-                if group.rows:
-                    metrics.OCCUPANCY.labels(key[0]).observe(group.rows / self.settings.max_batch_rows)
-                    self.safely(group, group.iterate)
-                    self.finish(group)
-        self.expire()
+            while self.iterate_all() and not self.stop.is_set() and time.monotonic() < ends:
+                if self.source.ready(int(self.wants_jobs())):
+                    break
+        if time.monotonic() >= self.next_expiry_check:
+            self.next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
+            self.expire()
+
+    def iterate_all(self) -> bool:
+        """One solver iteration of every group with rows; True if some were iterated and none finished."""
+        stepped, finished = False, False
+        for key, group in self.groups.items():
+            if group.rows:
+                self.occupancy(key[0]).observe(group.rows / self.settings.max_batch_rows)
+                self.safely(group, group.iterate)
+                finished |= self.finish(group)
+                stepped = True
+        return stepped and not finished
+
+    def occupancy(self, model: str) -> Any:
+        """The occupancy histogram of one model (label lookups cost more than the observation)."""
+        child = self.occupancy_of.get(model)
+        if child is None:
+            child = self.occupancy_of[model] = metrics.OCCUPANCY.labels(model)
+        return child
 
     def active_rows(self) -> int:
         return sum(group.rows for group in self.groups.values())
@@ -124,7 +161,7 @@ class Worker:
         """Take jobs one at a time while rows are free (a job's size is known only once read) and no whole job
         is already waiting. Returns how many were taken."""
         count = 0
-        while self.free_rows() > 0 and not any(j.kind != "sample" for j in self.waiting):
+        while self.wants_jobs():
             jobs = self.source.fetch(1, timeout if count == 0 else 0.0)
             if not jobs:
                 break
@@ -133,6 +170,10 @@ class Worker:
         if count == 0 and timeout > 0 and self.free_rows() <= 0:
             time.sleep(min(timeout, 0.01))
         return count
+
+    def wants_jobs(self) -> bool:
+        """Rows are free and no whole job is already waiting to run."""
+        return self.free_rows() > 0 and not any(j.kind != "sample" for j in self.waiting)
 
     @staticmethod
     def rows_of(job: Job) -> int:
@@ -221,14 +262,17 @@ class Worker:
             group.add(check.prepared.noise[check.index : check.index + 1], Schedule("sequential"), check)
 
     # -- answers --------------------------------------------------------------------------------------------
-    def finish(self, group: RowGroup) -> None:
+    def finish(self, group: RowGroup) -> bool:
+        """Answer the owners whose rows are all done; True if rows were freed."""
         if self.static and not bool(group.batch.done.all()):
-            return  # batch-synchronous: everybody waits for the slowest row
+            return False  # batch-synchronous: everybody waits for the slowest row
+        before = group.rows
         for owner in group.harvest():
             if isinstance(owner, ActiveSample):
                 self.safely_job(owner.job, lambda a=owner: self.reply(a))  # type: ignore[misc]
             elif isinstance(owner, SampleCheck):
                 self.record_check(owner)
+        return group.rows < before
 
     def reply(self, active: ActiveSample) -> None:
         p = active.prepared
@@ -276,8 +320,9 @@ class Worker:
             inputs = self.engine.test_inputs(p["model"], p.get("batch", 4), p.get("seed", 0))
         inputs = inputs.to(self.engine.device)
         if job.kind == "gradient":
-            targets = p.get("targets")
-            target = None if targets is None else torch.tensor(targets, dtype=torch.float32, device=self.engine.device)
+            target = model_targets(p, info, self.settings.max_batch_inputs)
+            if target is not None:
+                target = target.to(self.engine.device)
             return self.engine.gradient(p["model"], inputs, p["method"], p["wrt"], p.get("max_iterations"),
                                         p.get("verify", False), target)  # fmt: skip
         return self.engine.infer(p["model"], inputs, p["method"], p.get("tol", 0.0), p.get("max_iterations"),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
 from app.deps import EngineDep, QueueDep
+from app.responses import FastJSONResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -18,13 +18,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(engine: EngineDep, queue: QueueDep) -> JSONResponse:
+async def readyz(engine: EngineDep, queue: QueueDep) -> FastJSONResponse:
     reachable = await queue.ping()
     workers = await queue.workers() if reachable else 0
     metrics.WORKERS.set(workers)
     checks = {"models": len(engine.entries) > 0, "queue": reachable, "workers": workers > 0}
     body = {"ready": all(checks.values()), "checks": checks, "workers": workers}
-    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+    return FastJSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 @router.get("/metrics")

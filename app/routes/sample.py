@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException
 
-from app.deps import AuthDep, EngineDep, QueueDep, SettingsDep, TimeoutDep
+from app.deps import CALL_HEADERS, CallDep
 from app.dispatch import field_error, run_job
+from app.responses import FastJSONResponse
 from app.schemas import SampleRequest
 from models.registry import UnknownModelError
 from samplers.noise import random_seed
 
-router = APIRouter(tags=["sampling"], dependencies=[AuthDep])
+router = APIRouter(tags=["sampling"])
 
 
-@router.post("/sample")
-async def sample(
-    body: SampleRequest, request: Request, engine: EngineDep, queue: QueueDep, settings: SettingsDep,
-    timeout: TimeoutDep,
-) -> JSONResponse:  # fmt: skip
+@router.post("/sample", openapi_extra=CALL_HEADERS)
+async def sample(body: SampleRequest, call: CallDep) -> FastJSONResponse:
+    engine, settings = call.engine, call.settings
     try:
         info = engine.info(body.model)
     except UnknownModelError as error:
@@ -35,4 +33,4 @@ async def sample(
         raise field_error("block_size", f"at most {info.sequential_steps} (the number of unknowns)")
     payload = body.model_dump()
     payload["seed"] = random_seed() if body.seed is None else body.seed
-    return await run_job("sample", payload, request, queue, settings, timeout)
+    return await run_job("sample", payload, call)

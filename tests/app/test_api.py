@@ -151,7 +151,20 @@ def test_api_keys(server_registry: Path) -> None:
         assert c.get("/models", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/sample", json={"model": "made-tiny"}).status_code == 401
+        assert c.post("/sample", json={"model": "made-tiny", "num_samples": -1}).status_code == 401  # key first
+        ok = c.post("/sample", json={"model": "made-tiny", "num_samples": 1}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        gradient = {"model": "rnn-tiny", "batch": 1, "method": "scan"}
+        assert c.post("/gradient", json=gradient, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/infer", json={"model": "densenet-tiny"}, headers={"X-API-Key": "nope"}).status_code == 401
         assert c.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_the_request_headers_are_documented(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/sample", "/gradient", "/infer"):
+        names = {p["name"] for p in paths[path]["post"].get("parameters", []) if p["in"] == "header"}
+        assert {"x-api-key", "authorization", "x-request-timeout"} <= names, path
 
 
 def test_full_queue_is_503_with_retry_after(server_registry: Path) -> None:

@@ -89,6 +89,9 @@ class FakeSource:
     def beat(self) -> None:
         pass
 
+    def ready(self, wanted: int) -> bool:
+        return bool(self.jobs)
+
 
 def sample_job(n: int, seed: int, model: str = "made-tiny") -> Job:
     payload = {"model": model, "num_samples": n, "method": "jacobi", "seed": seed, "block_size": None,
@@ -111,6 +114,7 @@ def test_worker_never_holds_more_rows_than_its_budget(server_registry: Path) -> 
 
 def test_drain_hands_back_what_it_cannot_finish(server_registry: Path) -> None:
     jobs = [sample_job(4, 1, "made-slow"), sample_job(2, 2)]
+    jobs[0].payload["method"] = "sequential"  # 784 iterations: no row can finish within one turn
     source = FakeSource(jobs)
     worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=4, max_samples=4, max_wait_ms=0,
                                                                      drain_timeout_s=0.0))  # fmt: skip
@@ -134,7 +138,10 @@ def run_until_answered(worker: Worker, source: FakeSource, jobs: list[Job], turn
     raise AssertionError(f"answered {len(answered)} of {len(jobs)} jobs")
 
 
-def test_verify_rides_in_the_batch_and_holds_nobody_else_back(server_registry: Path) -> None:
+def test_verify_rides_in_the_batch_and_holds_nobody_else_back(
+    server_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.worker.TURN_S", 0.0)  # one iteration per turn: the batch is seen between iterations
     checked, plain = sample_job(3, 7), sample_job(2, 8)
     checked.payload["verify"] = True
     source = FakeSource([checked, plain])
@@ -203,3 +210,39 @@ def test_errors_become_answers_that_name_the_fault() -> None:
     ours = error_result(job, ValueError("internal detail that must not leak"))
     assert ours.status == 500
     assert ours.body == {"detail": "internal error"}
+
+
+class ArrivingSource(FakeSource):
+    """A job arrives while the worker iterates: ``ready`` reports it on its ``after``-th call."""
+
+    def __init__(self, jobs: list[Job], arrival: Job, after: int) -> None:
+        super().__init__(jobs)
+        self.arrival, self.after, self.asked_ready = arrival, after, 0
+
+    def ready(self, wanted: int) -> bool:
+        self.asked_ready += 1
+        if self.asked_ready == self.after:
+            self.jobs.append(self.arrival)
+        return bool(self.jobs) and wanted > 0
+
+
+def test_a_turn_iterates_until_a_job_arrives_for_free_rows(
+    server_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.worker.TURN_S", 60.0)  # only an arrival (or a finished row) may end this turn
+    long = sample_job(2, 1, "made-slow")
+    long.payload["method"] = "sequential"  # 784 iterations
+    arrival = sample_job(1, 2)
+    source = ArrivingSource([long], arrival, after=3)
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=8, max_samples=8))
+    worker.turn()
+    (group,) = worker.groups.values()
+    assert group.batch.iterations.tolist() == [3, 3]  # three iterations in one turn, then it looked up
+    worker.turn()
+    assert source.jobs == []  # the arrival was taken in at the start of the next turn
+
+
+def test_only_static_batching_waits_to_form_a_batch_by_default() -> None:
+    assert Settings().batch_wait_s == 0.0  # iteration-level: a later job joins at the next iteration anyway
+    assert Settings(batching="static").batch_wait_s == 0.002
+    assert Settings(max_wait_ms=5).batch_wait_s == 0.005
