@@ -151,20 +151,26 @@ def serving_table(results: Path) -> str | None:
     payload = load(results, "serving-cpu")
     if payload is None:
         return None
-    tp, emb, red = payload["throughput"], payload["added_latency_embedded"], payload["added_latency_redis"]
-    cfg = payload["config"]
+    tp, cfg = payload["throughput"], payload["config"]
+
+    def added(r: dict[str, Any]) -> str:
+        interval = r.get("p50_added_ci95_ms")
+        return f"+{r['p50_added_ms']} ms" + (f" (95% CI {interval[0]}-{interval[1]})" if interval else "")
+
+    rounds = f", median of {len(tp['rounds'])} rounds {tp['median_round_ratio']:.0%}" if "rounds" in tp else ""
     rows: Rows = [
         [f"`/sample` throughput, {cfg['model']} {cfg['method']}, batch {tp['batch']}, {tp['clients']} clients",
          f"library {tp['library_samples_per_s']} samples/s", f"server (same batch) {tp['server_samples_per_s']}",
-         f"{tp['ratio']:.0%} of the library"],
+         f"{tp['ratio']:.0%} of the library{rounds}"],
         ["the same, server batching many requests' rows", "", f"{tp['server_default_batching_samples_per_s']}",
          f"{tp['default_batching_ratio']:.0%}"],
-        ["p50 added latency, embedded", f"library {emb['p50_library_ms']} ms", f"server {emb['p50_server_ms']} ms",
-         f"+{emb['p50_added_ms']} ms"],
     ]  # fmt: skip
-    if "p50_added_ms" in red:
-        rows.append(["p50 added latency, Redis Streams (API + 1 worker process)", f"library {red['p50_library_ms']} ms",
-                     f"server {red['p50_server_ms']} ms", f"+{red['p50_added_ms']} ms"])  # fmt: skip
+    for key, label in (("added_latency_embedded", "embedded"),
+                       ("added_latency_redis", "Redis Streams (API + 1 worker process)")):  # fmt: skip
+        r = payload[key]
+        if "p50_added_ms" in r:
+            rows.append([f"p50 added latency, {label}", f"library {r['p50_library_ms']} ms",
+                         f"server {r['p50_server_ms']} ms", added(r)])  # fmt: skip
     for mode, r in payload["batching"].items():
         rows.append([f"open loop {cfg['rate_per_s']} req/s, {mode} batching", f"{r['throughput_rps']} req/s answered",
                      f"p50 {r['p50_ms']} / p95 {r['p95_ms']} / p99 {r['p99_ms']} ms",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.processes import PARAFEED, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def plot(history: Path, path: Path) -> None:
@@ -65,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    serve = [
-        sys.executable,
-        "-c",
-        "import sys; from app.cli import main; sys.exit(main())",
-        "serve",
-        "--port",
-        str(port),
-    ]
+    serve = [*PARAFEED, "serve", "--port", str(port)]
     if args.registry:
         serve += ["--registry", args.registry]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PARAFEED_LOG_JSON": "true"}

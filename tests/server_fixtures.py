@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +13,11 @@ import pytest
 import redis
 import torch
 
+from benchmarks.processes import PARAFEED, ROOT, free_port
 from models.checkpoint import config_to_dict, save_model, sha256
 from models.made import MADE, MADEConfig
 from models.registry import Entry, read_manifest, write_manifest
 from tests.samplers.conftest import build_registry
-
-ROOT = Path(__file__).resolve().parents[2]
-PARAFEED = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
