@@ -35,7 +35,8 @@ def _array(value: Any, field: str, limit: int) -> np.ndarray:
         raise InputError(field, f"must be a rectangular array of numbers ({error})") from None
     if raw.dtype.kind not in "biuf":  # strings, objects (None, dicts, huge integers)
         raise InputError(field, "must be a rectangular array of numbers")
-    array = raw.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # out of float32 range -> inf, refused just below
+        array = raw.astype(np.float32)
     if array.ndim == 0 or array.shape[0] == 0:
         raise InputError(field, "must hold at least one input")
     if array.shape[0] > limit:

@@ -1,8 +1,8 @@
 """The JSON response of every route: Starlette's ``JSONResponse`` with pydantic-core's (Rust) encoder.
 
-Same bytes as Starlette's encoder for the bodies parafeed sends (compact separators, UTF-8), about 3-4x faster on
-sample bodies (nested lists of thousands of pixel values). Non-finite floats, which strict JSON cannot carry, are
-written as null instead of failing the request.
+The same JSON values as Starlette's encoder (compact separators, UTF-8; floats may be spelled differently, e.g.
+1e-7 for 1e-07), about 3-4x faster on sample bodies (nested lists of thousands of pixel values). Non-finite floats,
+which strict JSON cannot carry, are written as null instead of failing the request.
 """
 
 from __future__ import annotations

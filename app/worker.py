@@ -124,6 +124,7 @@ class Worker:
             self.admit()
         if self.checks:
             self.admit_checks()
+        self.source.ready(int(self.wants_jobs()))  # admission may have used the last free rows: no read-ahead
         ends = time.monotonic() + TURN_S
         with torch.inference_mode():
             while self.iterate_all() and not self.stop.is_set() and time.monotonic() < ends:

@@ -94,4 +94,4 @@ class LocalQueue:
         pass  # the worker shares this process: readiness checks its thread directly
 
     def ready(self, wanted: int) -> bool:
-        return bool(self._jobs)  # a racy read is fine for a hint: fetch takes the lock
+        return wanted > 0 and bool(self._jobs)  # a racy read is fine for a hint: fetch takes the lock

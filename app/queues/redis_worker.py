@@ -47,7 +47,6 @@ class RedisWorkSource:
         self.lock = threading.Lock()
         self.last_claim = 0.0
         self.claim_cursor = "0-0"  # XAUTOCLAIM scans a window per call: resume where the last call stopped
-        self.backoff = 0.05
         self.ensure_group()
         self.stopped = threading.Event()
         self.draining = threading.Event()  # set on SIGTERM: no new jobs; undeliverable results left for a reclaim
@@ -57,7 +56,9 @@ class RedisWorkSource:
         self.room = 0
         self.wake = threading.Condition()
         self.reader = redis.from_url(settings.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5, decode_responses=True)
-        threading.Thread(target=self._read_loop, name=f"reader-{name}", daemon=True).start()
+        self.read_backoff = 0.05
+        self.reading = threading.Thread(target=self._read_loop, name=f"reader-{name}", daemon=True)
+        self.reading.start()
         # Heartbeats and lease renewal run on their own thread and connection, so a long turn of the worker loop
         # (a verification re-solve, a big gradient) never makes live jobs look abandoned.
         self.heart = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
@@ -73,10 +74,12 @@ class RedisWorkSource:
         except TRANSIENT:
             pass
 
-    def _down(self, error: Exception) -> None:
-        log.warning("redis unavailable, backing off", extra={"error": str(error), "sleep_s": self.backoff})
-        time.sleep(self.backoff)
-        self.backoff = min(self.backoff * 2, 2.0)
+    @staticmethod
+    def _pause(error: Exception, backoff: float) -> float:
+        """Sleep ``backoff`` seconds after a Redis error; returns the next backoff (each thread keeps its own)."""
+        log.warning("redis unavailable, backing off", extra={"error": str(error), "sleep_s": backoff})
+        time.sleep(backoff)
+        return min(backoff * 2, 2.0)
 
     # -- the solver loop's side -----------------------------------------------------------------------------
     def fetch(self, max_jobs: int, timeout_s: float) -> list[Job]:
@@ -93,10 +96,10 @@ class RedisWorkSource:
         return taken
 
     def ready(self, wanted: int) -> bool:
-        """The solver has room for ``wanted`` more jobs; True if one is waiting in the inbox (no I/O)."""
+        """The solver has room for ``wanted`` more jobs; True if it has and one is waiting in the inbox (no I/O)."""
         with self.wake:
             self._set_room(wanted)
-            return bool(self.inbox)
+            return wanted > 0 and bool(self.inbox)
 
     def _set_room(self, room: int) -> None:
         if room > 0 and self.room <= 0:
@@ -106,26 +109,35 @@ class RedisWorkSource:
     # -- the reader -----------------------------------------------------------------------------------------
     def _read_loop(self) -> None:
         while not self.stopped.is_set():
+            if self.draining.is_set():  # shutting down: read nothing more, hand back what the solver never took
+                self._hand_back_inbox()
+                self.stopped.wait(READ_BLOCK_MS / 1000)
+                continue
             with self.wake:
-                while not self.stopped.is_set() and (self.room <= 0 or self.inbox or self.draining.is_set()):
+                if self.room <= 0 or self.inbox:  # no room, or a job already waits: read nothing ahead
                     self.wake.wait(READ_BLOCK_MS / 1000)
-            if self.stopped.is_set():
-                return
+                    continue
             try:
                 jobs = self._read()
             except Exception:  # never let the reader die: the worker would starve while looking alive
                 log.exception("reading jobs failed")
                 time.sleep(0.1)
                 continue
-            if jobs:
-                with self.wake:
-                    late = self.stopped.is_set()  # leave() already emptied the inbox: hand these back too
-                    if not late:
-                        self.inbox.extend(jobs)
-                        self.room -= len(jobs)
-                        self.wake.notify_all()
-                for job in jobs if late else []:
-                    self.release(job)
+            with self.wake:
+                late = self.stopped.is_set() or self.draining.is_set()  # nobody will take these: hand them back
+                if not late:
+                    self.inbox.extend(jobs)
+                    self.room -= len(jobs)
+                    self.wake.notify_all()
+            for job in jobs if late else []:
+                self.release(job)
+
+    def _hand_back_inbox(self) -> None:
+        with self.wake:
+            unclaimed = list(self.inbox)
+            self.inbox.clear()
+        for job in unclaimed:
+            self.release(job)
 
     def _read(self) -> list[Job]:
         """One reclaimed or new job (or none after ``READ_BLOCK_MS``), recorded as held."""
@@ -140,13 +152,13 @@ class RedisWorkSource:
                         job = self._job(entry_id, fields)
                         if job is not None:
                             jobs.append((entry_id, job))
-            self.backoff = 0.05
+            self.read_backoff = 0.05
         except ResponseError as error:
             if "NOGROUP" not in str(error):
                 raise
             self.ensure_group()  # Redis restarted without the group: make it again
         except TRANSIENT as error:
-            self._down(error)
+            self.read_backoff = self._pause(error, self.read_backoff)
         return self._hold(jobs)
 
     def _hold(self, jobs: list[tuple[str, Job]]) -> list[Job]:
@@ -214,17 +226,17 @@ class RedisWorkSource:
     def _deliver(self, job: Job, entry: str | None, result: Result) -> None:
         """Retried until Redis takes it; while draining, at most ``DRAIN_ATTEMPTS`` tries: an unacknowledged job is
         reclaimed and re-run by another worker (same seed, same answer), so giving up loses nothing."""
-        attempts = 0
+        attempts, backoff = 0, 0.05
         while True:
             try:
                 keys = [self.keys.done(job.id), self.keys.result(job.id), self.keys.jobs]
                 self.deliver(keys=keys, args=[result.to_json(), self.settings.result_ttl_s, GROUP, entry or "0-0"])
                 return
             except TRANSIENT as error:
-                self._down(error)
+                backoff = self._pause(error, backoff)
             except ResponseError as error:  # e.g. OOM or READONLY: keep the result, try again shortly
                 log.error("redis refused a result; retrying", extra={"job": job.id, "error": str(error)})
-                self._down(error)
+                backoff = self._pause(error, backoff)
             attempts += 1
             if self.draining.is_set() and attempts >= DRAIN_ATTEMPTS:
                 log.error("result not delivered before shutdown; the job will be reclaimed", extra={"job": job.id})
@@ -274,11 +286,10 @@ class RedisWorkSource:
         """Stop reading and beating; hand back what the reader read and the solver never took."""
         self.stopped.set()
         with self.wake:
-            unclaimed, self.room = list(self.inbox), 0
-            self.inbox.clear()
+            self.room = 0
             self.wake.notify_all()
-        for job in unclaimed:
-            self.release(job)
+        self.reading.join(READ_BLOCK_MS / 1000 + 1)  # a read in flight ends, and its job is handed back
+        self._hand_back_inbox()
         with contextlib.suppress(*TRANSIENT):
             self.client.zrem(self.keys.workers, self.name)
 

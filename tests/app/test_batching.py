@@ -233,7 +233,7 @@ def test_a_turn_iterates_until_a_job_arrives_for_free_rows(
     long = sample_job(2, 1, "made-slow")
     long.payload["method"] = "sequential"  # 784 iterations
     arrival = sample_job(1, 2)
-    source = ArrivingSource([long], arrival, after=3)
+    source = ArrivingSource([long], arrival, after=4)  # asked once after admission, then after each iteration
     worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=8, max_samples=8))
     worker.turn()
     (group,) = worker.groups.values()

@@ -356,3 +356,25 @@ def test_a_job_read_but_never_taken_is_handed_back_on_leaving(redis_server: Redi
     (pending,) = client.xpending_range("parafeed:jobs", "workers", "-", "+", 1)
     assert pending["times_delivered"] == 1
     assert pending["time_since_delivered"] > 1000  # idle: the next reclaim anywhere takes it at once
+
+
+def test_a_draining_worker_hands_back_the_job_it_read_ahead_at_once(redis_server: RedisServer) -> None:
+    source = source_for(redis_server, "draining", heartbeat_s=60)
+    client = redis_server.client()
+    try:
+        add_jobs(redis_server, 1)
+        end = time.monotonic() + 5
+        while not source.ready(1) and time.monotonic() < end:
+            time.sleep(0.005)
+        source.draining.set()  # SIGTERM: the solver will fetch nothing more
+        end = time.monotonic() + 5
+        while source.inbox and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not source.inbox
+        (pending,) = client.xpending_range("parafeed:jobs", "workers", "-", "+", 1)
+        assert pending["time_since_delivered"] > 1000  # handed back long before the drain timeout
+        add_jobs(redis_server, 1)
+        time.sleep(0.6)
+        assert client.xpending("parafeed:jobs", "workers")["pending"] == 1  # and nothing new was read
+    finally:
+        source.leave()
