@@ -101,18 +101,26 @@ class RowGroup:
         self.batch = FixedPointBatch(system.unknowns, system.unknown_shape, system.dtype, system.device)
         self.noise: torch.Tensor | None = None
         self.slots = torch.empty(0, dtype=torch.long)
-        self.owners: list[tuple[RowOwner, int]] = []
+        # owners[r]: (owner, index within it), or None once row r was answered. Answered rows stay in the batch
+        # (done, so never evaluated again) until rows are needed: compacting the batch every time a row
+        # finishes cost more than the solver's own bookkeeping.
+        self.owners: list[tuple[RowOwner, int] | None] = []
+        self.answered = 0  # rows whose owner entry is None
+        self.pending: torch.Tensor | None = None  # rows still to evaluate, found after the last iteration
         self.cache = system.new_cache(capacity)
         self.free = list(range(capacity))
         self.sealed = False  # static batching: no admission once iterating, until the group empties
 
     @property
     def rows(self) -> int:
-        return len(self.owners)
+        """Rows still being solved (answered rows waiting for compaction do not count)."""
+        return len(self.owners) - self.answered
 
     def add(self, noise: torch.Tensor, schedule: Schedule, owner: RowOwner, first_index: int = 0) -> None:
         """Rows for ``noise`` (n, ...), owned by ``owner`` as indices first_index .. first_index + n - 1."""
         n = noise.shape[0]
+        if self.answered:
+            self.compact()
         if n > len(self.free):
             raise RuntimeError(f"{n} rows asked for, {len(self.free)} free")  # admission counts rows first
         # Everything that can fail first; then the state changes that must stay aligned, together.
@@ -125,53 +133,69 @@ class RowGroup:
         self.noise = merged
         self.slots = torch.cat([self.slots, slots])
         self.owners += [(owner, first_index + i) for i in range(n)]
+        self.pending = None
 
     def iterate(self) -> None:
         """One solver iteration of every pending row."""
         assert self.noise is not None
-        rows = self.batch.pending()
+        rows = self.batch.pending() if self.pending is None else self.pending
         span = torch.stack(self.batch.span(rows), dim=1)
-        slots = self.slots.to(rows.device)[rows]
+        slots = None if self.cache is None else self.slots.to(rows.device)[rows]
         y = self.evaluate(self.batch.x[rows], self.noise[rows], self.cache, slots, span)
         self.batch.advance(rows, y)
+        self.pending = self.batch.pending()  # one look at the batch serves harvest and the next iteration
         self.sealed = True
 
     def remove(self, keep: torch.Tensor) -> None:
-        """Keep only rows ``keep`` ((K,) long, in order); free the cache slots of the others."""
+        """Keep only rows ``keep`` ((K,) long, in order, none answered); free the cache slots of the others."""
         kept = set(keep.tolist())
-        self.free += [int(self.slots[r]) for r in range(self.rows) if r not in kept]
+        self.free += [int(self.slots[r]) for r in range(len(self.owners)) if r not in kept]
         self.batch.keep(keep)
         assert self.noise is not None
         self.noise = self.noise[keep.to(self.noise.device)]
         self.slots = self.slots[keep.cpu()]
         self.owners = [self.owners[r] for r in keep.tolist()]
+        self.answered = 0
+        self.pending = None
         if not self.owners:
             self.sealed = False
 
+    def compact(self) -> None:
+        """Take the answered rows out of the batch."""
+        self.remove(torch.tensor([r for r, o in enumerate(self.owners) if o is not None], dtype=torch.long))
+
     def harvest(self) -> list[RowOwner]:
-        """Take finished rows out; return the owners this completed (all their rows done), each once."""
+        """Answer rows that finished; return the owners this completed (all their rows done), each once."""
         finished: list[RowOwner] = []
-        if not bool(self.batch.done.any()):  # most iterations finish nobody: one cheap check
+        pending = self.pending
+        done_rows = int(self.batch.done.sum()) if pending is None else len(self.owners) - int(pending.numel())
+        if done_rows == self.answered:  # most iterations finish nobody
             return finished
-        done = torch.nonzero(self.batch.done).flatten()
-        solved = self.batch.x[done]  # (D, T, *shape), a copy: the batch's rows are about to go
-        iterations, converged = self.batch.iterations[done].tolist(), self.batch.converged[done].tolist()
-        for j, r in enumerate(done.tolist()):
-            owner, index = self.owners[r]
-            if owner.take(index, solved[j], iterations[j], converged[j]):
-                finished.append(owner)
-        self.remove(torch.nonzero(~self.batch.done).flatten())
+        done = [r for r in torch.nonzero(self.batch.done).flatten().tolist() if self.owners[r] is not None]
+        index = torch.tensor(done, dtype=torch.long, device=self.batch.x.device)
+        solved = self.batch.x[index]  # (D, T, *shape), a copy
+        iterations, converged = self.batch.iterations[index].tolist(), self.batch.converged[index].tolist()
+        for j, r in enumerate(done):
+            entry = self.owners[r]
+            assert entry is not None
+            self.owners[r] = None
+            if entry[0].take(entry[1], solved[j], iterations[j], converged[j]):
+                finished.append(entry[0])
+        self.answered += len(done)
+        if self.answered == len(self.owners):
+            self.compact()  # all answered: an empty group (static batching may admit again)
         return finished
 
     def drop(self, owners: list[RowOwner]) -> None:
         """Remove every row of these owners (deadline passed, a failure, shutdown)."""
         gone = {id(o) for o in owners}
-        self.remove(torch.tensor([r for r, (o, _) in enumerate(self.owners) if id(o) not in gone], dtype=torch.long))
+        keep = [r for r, entry in enumerate(self.owners) if entry is not None and id(entry[0]) not in gone]
+        self.remove(torch.tensor(keep, dtype=torch.long))
 
     def owners_of_kind(self, kind: type) -> list[RowOwner]:
         """Distinct owners of the given class, in row order."""
         seen: dict[int, RowOwner] = {}
-        for owner, _ in self.owners:
-            if isinstance(owner, kind):
-                seen.setdefault(id(owner), owner)
+        for entry in self.owners:
+            if entry is not None and isinstance(entry[0], kind):
+                seen.setdefault(id(entry[0]), entry[0])
         return list(seen.values())

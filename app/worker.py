@@ -124,11 +124,13 @@ class Worker:
             self.admit()
         if self.checks:
             self.admit_checks()
-        self.source.ready(int(self.wants_jobs()))  # admission may have used the last free rows: no read-ahead
+        room = self.wants_jobs()
+        self.source.ready(int(room))  # admission may have used the last free rows: no read-ahead
         ends = time.monotonic() + TURN_S
         with torch.inference_mode():
+            # Rows leave the batch only when one finishes, which ends this loop: the room stays what it was.
             while self.iterate_all() and not self.stop.is_set() and time.monotonic() < ends:
-                if self.source.ready(int(self.wants_jobs())):
+                if room and self.source.ready(1):
                     break
         if time.monotonic() >= self.next_expiry_check:
             self.next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
