@@ -34,6 +34,7 @@ import torch
 
 from benchmarks.harness import RESULTS, environment, write_json
 from benchmarks.processes import PARAFEED, LeanClient, Processes
+from benchmarks.serving_plots import plot
 from samplers.engine import Engine
 from samplers.sampling import sample
 
@@ -45,8 +46,8 @@ class ServingConfig:
     registry: str | None = None  # checkpoint directory; None: the shipped models
     batch: int = 16  # samples per request in the throughput test
     clients: int = 8
-    rounds: int = 5  # throughput: library and servers take turns, so drift of this shared machine hits all alike
-    round_s: float = 6.0  # seconds per side and round
+    rounds: int = 12  # throughput: library and servers take turns, so drift of this shared machine hits all alike
+    round_s: float = 3.0  # seconds per side and round (the library alone varies by 10-15% from round to round)
     latency_requests: int = 400  # machine noise dominates single requests: enough pairs for a tight median
     latency_block: int = 10  # added latency: library and server alternate in blocks of this many requests
     rate_per_s: float = 30.0  # offered load of the batching comparison
@@ -206,34 +207,6 @@ def open_loop(cfg: ServingConfig, base: str) -> dict[str, Any]:
     return {"requests": len(arrivals), "answered": len(latencies), "errors": errors,
             "throughput_rps": round(len(latencies) / elapsed, 2), "p50_ms": rounded(0.5), "p95_ms": rounded(0.95),
             "p99_ms": rounded(0.99), "latencies_ms": latencies}  # fmt: skip
-
-
-def plot(payload: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for mode, color in (("iteration", "tab:blue"), ("static", "tab:orange")):
-        lat = sorted(payload["batching"][mode]["latencies_ms"])
-        if lat:
-            axes[0].plot(lat, [i / len(lat) for i in range(len(lat))], color=color, label=f"{mode} batching")
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("latency (ms)")
-    axes[0].set_ylabel("fraction of requests")
-    axes[0].set_title(f"Same offered load ({payload['config']['rate_per_s']} req/s): latency CDF")
-    axes[0].legend()
-    modes = ["iteration", "static"]
-    for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-        axes[1].bar([j + (i - 1) * 0.25 for j in range(2)], [payload["batching"][m][q] for m in modes], 0.25, label=q)
-    axes[1].set_xticks(range(2), [f"{m} batching" for m in modes])
-    axes[1].set_ylabel("ms")
-    axes[1].legend()
-    axes[1].set_title("Iteration-level batching: nobody waits for someone else's slow sample")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
