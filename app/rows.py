@@ -3,8 +3,9 @@
 A ``RowGroup`` is a ``solvers.FixedPointBatch`` whose rows belong to different owners, each row with its own
 fixed noise, schedule (method, block size, cap) and cache slot. One ``iterate`` evaluates the model once on every
 pending row and applies ``FixedPointBatch.advance``: the same code as ``solvers.solve``, so a row's answer and
-iteration count are those of the library call. ``harvest`` takes finished rows out at once and returns the owners
-that now hold all their rows.
+iteration count are those of the library call. ``harvest`` hands finished rows to their owners at once and
+returns the owners that now hold all their rows; the rows themselves leave the batch (done, so never evaluated
+again) when admission needs the room or the group empties.
 
 Owners:
 - ``ActiveSample``: a /sample request. Its rows 0..n-1 are the samples, solved by the requested method; with

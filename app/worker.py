@@ -6,7 +6,9 @@ Per model and step variant the worker keeps one ``app.rows.RowGroup``. Every tur
 2. admit waiting jobs into free rows in arrival order (a job that does not fit keeps its place); spare rows,
    up to ``verify_rows``, take background checks (continuous verification);
 3. advance every group by one solver iteration (the same ``FixedPointBatch`` code as ``solvers.solve``);
-4. take converged rows out; a request is answered the moment its last row is done.
+4. answer converged rows; a request is answered the moment its last row is done.
+Steps 3-4 repeat within the turn while nobody could be admitted anyway (no row finished, no job ready for free
+rows, at most ``TURN_S``), so the bookkeeping of steps 1-2 is paid once per several iterations.
 Nobody waits for somebody else's slow sample. Gradient and inference jobs are short and run whole, one per turn,
 between iterations. ``batching="static"`` is the batch-synchronous baseline: a group admits only when empty and
 answers only when every row is done.
