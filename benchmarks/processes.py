@@ -73,10 +73,14 @@ class Processes:
         self.started.append(process)
         return process
 
-    def server(self, *extra: str, env: dict[str, str] | None = None, timeout_s: float = 120.0) -> str:
-        """``parafeed serve`` on a free port, once /readyz says ready; returns its base URL."""
+    def server(
+        self, *extra: str, env: dict[str, str] | None = None, device: str | None = "cpu", timeout_s: float = 120.0
+    ) -> str:
+        """``parafeed serve`` on a free port, once /readyz says ready; returns its base URL. ``device`` None: the
+        server's own default (auto)."""
         port = free_port()
-        process = self.start(*PARAFEED, "serve", "--port", str(port), "--device", "cpu", *extra, env=env)
+        on = ["--device", device] if device else []
+        process = self.start(*PARAFEED, "serve", "--port", str(port), *on, *extra, env=env)
         base = f"http://127.0.0.1:{port}"
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:

@@ -12,14 +12,9 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from benchmarks.processes import PARAFEED, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.processes import ROOT, Processes
 
 
 def plot(history: Path, path: Path) -> None:
@@ -59,15 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    serve = [*PARAFEED, "serve", "--port", str(port)]
-    if args.registry:
-        serve += ["--registry", args.registry]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PARAFEED_LOG_JSON": "true"}
-    server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    procs = Processes()
     try:
-        wait_ready(base, server)
+        try:
+            base = procs.server(*(["--registry", args.registry] if args.registry else []), env=env, device=None)
+        except RuntimeError as error:  # died or never got ready: the run stops with the reason
+            raise SystemExit(f"server failed to start: {error}") from None
         prefix = args.out / "locust"
         locust = [sys.executable, "-m", "locust", "--config", str(ROOT / "loadtests" / "locust.conf"), "--host", base,
                   "--run-time", args.run_time, "--users", str(args.users), "--csv", str(prefix)]  # fmt: skip
@@ -75,27 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(Path(f"{prefix}_stats_history.csv"), args.out / "locust-latency.png")
         return status
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    """Until /readyz answers 200; the run stops if the server dies or never gets ready."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit(f"server failed to start (exit code {server.returncode})")
-        time.sleep(0.05)
-    raise SystemExit(f"server not ready after {timeout_s:.0f} s")
+        procs.stop()
 
 
 if __name__ == "__main__":
