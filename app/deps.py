@@ -38,8 +38,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
-ApiKeyHeader = Annotated[str | None, Header(description="one of the server's API keys, when it has any")]
-BearerHeader = Annotated[str | None, Header(description="`Bearer <API key>`: the other way to send the key")]
+API_KEY_HELP = "one of the server's API keys, when it has any"
+BEARER_HELP = "`Bearer <API key>`: the other way to send the key"
+ApiKeyHeader = Annotated[str | None, Header(description=API_KEY_HELP)]
+BearerHeader = Annotated[str | None, Header(description=BEARER_HELP)]
 
 
 def check_api_key(settings: Settings, x_api_key: str | None, authorization: str | None) -> None:
@@ -100,8 +102,8 @@ def _header(name: str, description: str) -> dict[str, Any]:
 
 # OpenAPI parameters of the routes that take ``CallDep`` (pass as ``openapi_extra``).
 CALL_HEADERS: dict[str, Any] = {"parameters": [
-    _header("x-api-key", "one of the server's API keys, when it has any"),
-    _header("authorization", "`Bearer <API key>`: the other way to send the key"),
+    _header("x-api-key", API_KEY_HELP),
+    _header("authorization", BEARER_HELP),
     _header("x-request-timeout", "seconds this request may take (504 after); default PARAFEED_REQUEST_TIMEOUT_S"),
 ]}  # fmt: skip
 
