@@ -19,7 +19,7 @@ from app.settings import Settings
 from samplers.engine import Engine
 
 
-async def get_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -34,7 +34,7 @@ async def get_queue(request: Request) -> JobQueue:
     return queue
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 

@@ -1,27 +1,35 @@
-"""From a validated request to its one answer: enqueue a job, wait until its deadline, return the result."""
+"""From a validated request to its one answer: check it against its model, enqueue a job, wait until its deadline.
+
+The family's checks run here, on the event-loop thread (NumPy only, no torch: see ``samplers.inputs``), so a
+request that cannot be answered never reaches a queue. The job carries the request body (seed fixed), so any
+worker, or a second one after a crash, computes the same answer.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import HTTPException
+from pydantic import BaseModel
 
 from app.deps import Call
+from app.errors import answer_for
 from app.jobs import Job
 from app.queues import QueueFullError
 from app.responses import FastJSONResponse
 
 
-def field_error(field: str, message: str, status: int = 422) -> HTTPException:
-    """The error shape FastAPI uses for validation, naming the field at fault."""
-    return HTTPException(status, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
-
-
-async def run_job(kind: str, payload: dict[str, Any], call: Call) -> FastJSONResponse:
-    request, queue, timeout = call.request, call.queue, call.timeout
-    request.scope.setdefault("state", {})["model"] = payload["model"]
-    job = Job(kind, payload, deadline=time.time() + timeout, request_id=request.scope["state"].get("request_id", ""))
+async def submit(task: str, request: BaseModel, call: Call) -> FastJSONResponse:
+    model = str(getattr(request, "model", ""))
+    http, queue, timeout = call.request, call.queue, call.timeout
+    http.scope.setdefault("state", {})["model"] = model
+    try:
+        call.engine.check(task, request, call.settings.limits)
+    except Exception as error:
+        status, detail = answer_for(error, {"model": model, "task": task})
+        raise HTTPException(status, detail) from None
+    job = Job(task, request.model_dump(), deadline=time.time() + timeout,
+              request_id=http.scope["state"].get("request_id", ""))  # fmt: skip
     try:
         await queue.submit(job)
     except QueueFullError:

@@ -19,10 +19,9 @@ from app.middleware import ServiceMiddleware
 from app.queues import JobQueue
 from app.queues.local import LocalQueue
 from app.responses import FastJSONResponse
-from app.routes import compute, health, models, sample
+from app.routes import health, models, tasks
 from app.settings import Settings, get_settings
 from app.worker import Worker
-from samplers.engine import Engine
 
 log = logging.getLogger("parafeed.api")
 
@@ -69,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings.device, settings.registry)
+        engine = settings.engine()
         queue = build_queue(settings)
         await queue.start()
         app.state.settings, app.state.engine, app.state.queue = settings, engine, queue
@@ -102,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=FastJSONResponse,
     )
     app.add_middleware(ServiceMiddleware, max_body=settings.max_body_bytes)
-    for router in (models.router, sample.router, compute.router, health.router):
+    for router in (models.router, tasks.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

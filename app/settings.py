@@ -1,16 +1,26 @@
-"""Service configuration: every knob, its default and why, settable by environment variable (PARAFEED_*).
+"""Configuration: every setting, its default and why, settable by environment variable (PARAFEED_<NAME>).
 
 PARAFEED_REDIS_URL=redis://localhost:6379/0 PARAFEED_MAX_BATCH_ROWS=256 parafeed serve
+
+The CLI's flags override the environment for the command they are given to. One name per setting: the old
+PARAFEED_CHECKPOINTS still sets ``registry`` (PARAFEED_REGISTRY), with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import warnings
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from samplers.engine import Engine
+    from samplers.family import Limits
 
 
 class Settings(BaseSettings):
@@ -20,7 +30,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # loopback by default: exposing the port is a deliberate choice
     port: int = 8000
     device: str = "auto"  # auto: CUDA if available, else CPU
-    registry: str | None = None  # checkpoint directory; None: PARAFEED_CHECKPOINTS, then the shipped ones
+    registry: str | None = None  # checkpoint directory (manifest.json + safetensors); None: the shipped ones
+    # Plugin models to serve besides the installed ones (entry points "parafeed.models"): "package.module:NAME",
+    # comma-separated (samplers.plugins).
+    plugins: Annotated[list[str], NoDecode] = []
+    data: str | None = None  # Fashion-MNIST IDX directory (test-set inputs); None: Debian's dataset-fashion-mnist
     redis_url: str | None = None  # None: embedded mode (in-process queue and worker)
     stream_prefix: str = "parafeed"  # Redis key prefix: several deployments can share one Redis
 
@@ -40,6 +54,10 @@ class Settings(BaseSettings):
     # batching (a job that arrives later joins at the next iteration, so waiting would only delay the first one),
     # 2 ms under static batching (a batch that is sealed once it starts had better start full).
     max_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
+    # Longest run of solver iterations in one worker turn: deadlines, shutdown and heartbeats are looked at at
+    # least this often (one iteration of a small batch takes about a millisecond).
+    turn_ms: float = Field(default=10.0, gt=0.0)
+    expiry_check_ms: float = Field(default=10.0, gt=0.0)  # how often rows whose deadline passed are looked for
 
     # Redis mode: delivery guarantees.
     claim_idle_ms: int = 30_000  # a job whose worker renewed no lease for this long is reclaimed (keep >> heartbeat)
@@ -50,6 +68,8 @@ class Settings(BaseSettings):
     # than any one job may run (max_request_timeout_s), so a slow but live job is never taken away.
     worker_stall_s: float = 660.0
     result_ttl_s: int = 600  # undelivered results expire after this
+    read_block_ms: int = 250  # a worker's reader blocks this long on the stream: how soon it notices shutdown
+    drain_attempts: int = 5  # delivery tries per result once a worker is shutting down (about 3 s of backoff)
 
     # Operations.
     # Empty: no authentication; else X-API-Key or Authorization: Bearer. Env: comma-separated or a JSON list.
@@ -68,10 +88,35 @@ class Settings(BaseSettings):
             return self.max_wait_ms / 1000
         return 0.002 if self.batching == "static" else 0.0
 
-    @field_validator("api_keys", mode="before")
+    def engine(self) -> Engine:
+        """The engine these settings describe (device, registry, plugins, data)."""
+        from samplers.engine import Engine
+
+        return Engine(self.device, self.registry, self.plugins, self.data)
+
+    @property
+    def limits(self) -> Limits:
+        """The per-request bounds the families check requests against."""
+        from samplers.family import Limits
+
+        return Limits(self.max_samples, self.max_batch_rows, self.max_batch_inputs)
+
+    @model_validator(mode="before")
     @classmethod
-    def keys_from_text(cls, value: Any) -> Any:
-        """PARAFEED_API_KEYS=key1,key2 (or a JSON list) -> ["key1", "key2"]."""
+    def deprecated_names(cls, values: Any) -> Any:
+        """PARAFEED_CHECKPOINTS (the old name of PARAFEED_REGISTRY) still works, with a warning."""
+        old = os.environ.get("PARAFEED_CHECKPOINTS")
+        if old and isinstance(values, dict) and values.get("registry") is None:
+            message = "PARAFEED_CHECKPOINTS is deprecated: set PARAFEED_REGISTRY (the same checkpoint directory)"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            logging.getLogger("parafeed").warning(message)
+            values = {**values, "registry": old}
+        return values
+
+    @field_validator("api_keys", "plugins", mode="before")
+    @classmethod
+    def list_from_text(cls, value: Any) -> Any:
+        """PARAFEED_API_KEYS=key1,key2 (or a JSON list) -> ["key1", "key2"]; the same for PARAFEED_PLUGINS."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

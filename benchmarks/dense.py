@@ -26,9 +26,10 @@ import torch
 from benchmarks.harness import RESULTS, environment, timed, write_json
 from models.densenet import DenseNet
 from models.invariance import pad_rows
+from samplers.auto import Choice
 from samplers.auto import record as record_auto
-from samplers.dense import DenseSystem, dense_solve
 from samplers.engine import Engine
+from samplers.families.densenet import DenseSystem, dense_solve
 from solvers import FixedPointBatch
 
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         served = [r for r in rows if r["batch"] == max(cfg.batches) and r["tol"] == 0.0
                   and r["method"] in ("sequential forward (bitwise reference)", "jacobi")]  # fmt: skip
         fastest = min(served, key=lambda r: r["seconds"])["method"]
-        record_auto({"densenet-infer": "jacobi" if fastest == "jacobi" else "sequential"}, engine.device.type)
+        record_auto({"densenet-infer": Choice("jacobi" if fastest == "jacobi" else "sequential")}, engine.device.type)
     print(summary)
     print(table(rows))
     print(f"wrote {path}")

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from benchmarks.harness import RESULTS, environment, timed, write_json
 from models.rnn import RecurrentRegressor, RNNConfig
+from samplers.auto import Choice
 from samplers.auto import record as record_auto
-from samplers.gradients import autograd_gradient, max_abs_diff, rnn_gradient
+from samplers.bptt import autograd_gradient, max_abs_diff, rnn_gradient
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if size:
             fastest = min(size, key=lambda r: r["seconds"])["method"]
             method = "sequential" if fastest.startswith("sequential") else fastest
-            record_auto({"rnn-gradient": method}, torch.device(args.device).type)
+            record_auto({"rnn-gradient": Choice(method)}, torch.device(args.device).type)
     print(table(rows))
     print(f"\nwrote {path}")
     return {"results": rows}

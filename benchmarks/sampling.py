@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from benchmarks.baselines import CroppedMade, PlainPixelCNNpp, UncachedPixelCNNpp
 from benchmarks.harness import RESULTS, environment, write_json
 from models import data as datasets
+from samplers.auto import Choice
 from samplers.auto import record as record_auto
 from samplers.engine import Engine
-from samplers.made import MadeSystem
-from samplers.pixelcnnpp import PixelCNNppSystem
-from samplers.system import SamplingSystem, SystemSolve, solve_system
+from samplers.system import SamplingSystem
+from samplers.work import SystemSolve, solve_system
 from solvers import FixedPointBatch, solve
 
 
@@ -61,7 +62,7 @@ class Run:
 def made_runs(engine: Engine, batch: int) -> list[Run]:
     model = engine.model("made-fmnist")
     plain = engine.sampling_system("made-fmnist")
-    cropped = MadeSystem(model, "made-fmnist", crop_outputs=True)  # type: ignore[arg-type]
+    cropped = CroppedMade(model, "made-fmnist")
     return [
         Run("sequential", "sequential", plain, baseline=True),
         Run("sequential, cropped outputs", "sequential", cropped, baseline=True),
@@ -78,8 +79,8 @@ def made_runs(engine: Engine, batch: int) -> list[Run]:
 def pixel_runs(engine: Engine, batch: int, cfg: SamplingConfig) -> list[Run]:
     model = engine.model("pixelcnnpp-fmnist")
     cached = engine.sampling_system("pixelcnnpp-fmnist")
-    banded = PixelCNNppSystem(model, "pixelcnnpp-fmnist", mode="banded")  # type: ignore[arg-type]
-    plain = PixelCNNppSystem(model, "pixelcnnpp-fmnist", mode="plain")  # type: ignore[arg-type]
+    banded = UncachedPixelCNNpp(model, "pixelcnnpp-fmnist")
+    plain = PlainPixelCNNpp(model, "pixelcnnpp-fmnist")
     steps = cfg.plain_steps_batch100 if batch >= 100 else cfg.plain_steps
     runs = [
         Run("sequential, plain forward", "sequential", plain, baseline=True, max_iterations=min(steps, plain.unknowns)),
@@ -117,8 +118,8 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
 
     def once(callback: Any = None) -> SystemSolve:
         if run.synchronous:  # a step without `rows`: the solver must evaluate the whole batch every time
-            solver_method, evaluate = run.system.plan(run.method)
-            result = solve(lambda x: evaluate(x, noise), x0.clone(), solver_method, callback=callback)
+            plan = run.system.plan(run.method)
+            result = solve(lambda x: plan.evaluate(x, noise), x0.clone(), plan.solver_method, callback=callback)
             return SystemSolve(result, run.system.decode(result.x))
         return solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
 
@@ -218,17 +219,17 @@ def batch_vs_singles(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def pick_auto(rows: list[dict[str, Any]]) -> dict[str, str]:
+def pick_auto(rows: list[dict[str, Any]]) -> dict[str, Choice]:
     """Per family: the exact, API-reachable method with the least total time over the measured batch sizes."""
-    choices: dict[str, str] = {}
+    choices: dict[str, Choice] = {}
     for family, model in (("made", "made-fmnist"), ("pixelcnnpp", "pixelcnnpp-fmnist")):
-        totals: dict[str, float] = {}
+        totals: dict[Choice, float] = {}
         for r in rows:
             default_variant = r["x0"] == "zeros" and not any(
                 w in r["run"] for w in ("banded", "plain", "cropped", "synchronous")
             )
             if r["model"] == model and default_variant and r["equal_fraction"] == 1.0:
-                key = r["method"] if r["method"] != "gs_jacobi" else f"gs_jacobi:{r['block_size']}"
+                key = Choice(r["method"], r["block_size"] if r["method"] == "gs_jacobi" else None)
                 totals[key] = totals.get(key, 0.0) + r["seconds"]
         if totals:
             choices[family] = min(totals, key=lambda k: totals[k])

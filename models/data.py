@@ -1,8 +1,8 @@
 """Fashion-MNIST (or any MNIST-format IDX directory): loading, binarization, resizing. No download, ever.
 
-Where the data comes from, first match wins: an explicit ``data`` argument (``--data DIR``), the environment
-variable ``PARAFEED_DATA``, then the Debian package location /usr/share/datasets/fashion-mnist
-(``apt-get install dataset-fashion-mnist``). Files may be gzipped or not.
+Where the data comes from: an explicit ``data`` argument (``--data DIR``, or the service's ``data`` setting,
+``PARAFEED_DATA``), else the Debian package location /usr/share/datasets/fashion-mnist (``apt-get install
+dataset-fashion-mnist``). Files may be gzipped or not.
 
 Invariants: images are uint8 (N, 28, 28) exactly as stored; binarization is the fixed rule pixel > 127, so a
 binarized test set is the same everywhere; the validation split is a fixed, seeded slice of the training set.
@@ -13,7 +13,6 @@ Reference: Xiao, Rasul, Vollgraf, "Fashion-MNIST" (arXiv 1708.07747); IDX format
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-ENV_VAR = "PARAFEED_DATA"
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -77,21 +75,15 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def data_dir(data: str | Path | None = None) -> Path:
-    """The first directory, in the documented order, that holds the training and test IDX files."""
-    candidates = [Path(data)] if data is not None else []
-    if os.environ.get(ENV_VAR):
-        candidates.append(Path(os.environ[ENV_VAR]))
-    candidates.append(DEBIAN_DIR)
-    for directory in candidates:
-        if all(_find(directory, stem) for pair in FILES.values() for stem in pair):
-            return directory
-        if data is not None:  # an explicit choice that does not work is an error, not a fallback
-            break
-    looked = ", ".join(str(c) for c in candidates)
+    """``data`` if given (an explicit choice that does not hold the files is an error, not a fallback), else the
+    Debian package's directory; it must hold the training and test IDX files."""
+    directory = DEBIAN_DIR if data is None else Path(data)
+    if all(_find(directory, stem) for pair in FILES.values() for stem in pair):
+        return directory
     raise DataNotFoundError(
-        f"Fashion-MNIST IDX files not found (looked in: {looked}). Install them with "
+        f"Fashion-MNIST IDX files not found in {directory}. Install them with "
         f"`sudo apt-get install dataset-fashion-mnist` (files land in {DEBIAN_DIR}), or point --data / "
-        f"{ENV_VAR} at a directory holding train-images-idx3-ubyte[.gz] and the other three MNIST-format files."
+        "PARAFEED_DATA at a directory holding train-images-idx3-ubyte[.gz] and the other three MNIST-format files."
     )
 
 

@@ -5,7 +5,9 @@ kind and config, the dataset, the exact training command and its wall time, the 
 test set and on a small slice (what the tests re-check), and the file's SHA-256, which is verified before a
 single tensor is read.
 
-Where: ``load_model(name, directory)``; else ``PARAFEED_CHECKPOINTS``; else the shipped models/checkpoints/.
+Where: ``load_model(name, directory)``, or the shipped models/checkpoints/ (the service's ``registry`` setting
+passes its directory; plugins bring their own). Kinds: the built-in tasks (``models.tasks``) and kinds that plugins
+register with ``register_kind``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,6 @@ from models.checkpoint import config_from_dict, config_to_dict, load_tensors, re
 from models.tasks import get_task
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints"
-ENV_VAR = "PARAFEED_CHECKPOINTS"
 SLICE = 1000  # test images in the slice evaluation the tests repeat
 
 
@@ -52,10 +54,17 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# kind -> (config dataclass, build): model kinds that plugins add (samplers.plugins), beside models.tasks
+BUILDERS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
+
+
+def register_kind(kind: str, config_cls: type, build: Callable[[Any], nn.Module]) -> None:
+    """Let checkpoints of ``kind`` be built: ``build(config_cls(**entry.config))``."""
+    BUILDERS[kind] = (config_cls, build)
+
+
 def registry_dir(directory: str | Path | None = None) -> Path:
-    if directory is not None:
-        return Path(directory)
-    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else SHIPPED
+    return SHIPPED if directory is None else Path(directory)
 
 
 def read_manifest(directory: str | Path | None = None) -> dict[str, Entry]:
@@ -88,9 +97,13 @@ def get_entry(name: str, directory: str | Path | None = None) -> Entry:
 
 
 def build_from(kind: str, config: dict[str, Any]) -> tuple[nn.Module, Any]:
-    task = get_task(kind)
-    cfg: Any = config_from_dict(task.config_cls, config)
-    return task.build(cfg), cfg
+    if kind in BUILDERS:
+        config_cls, build = BUILDERS[kind]
+    else:
+        task = get_task(kind)
+        config_cls, build = task.config_cls, task.build
+    cfg: Any = config_from_dict(config_cls, config)
+    return build(cfg), cfg
 
 
 def load_model(name: str, directory: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:

@@ -72,7 +72,8 @@ class Task:
     def default_config(self) -> Any:
         return self.config_cls(**self.defaults.model)
 
-    def prepare(self, split: datasets.Split) -> Batch:
+    def prepare(self, split: datasets.Split, config: Any = None) -> Batch:
+        """Tensors of a split as a model with ``config`` (default: the family's training config) reads them."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -94,7 +95,7 @@ class MadeTask(Task):
     description = "MADE 784-512-512 with direct connections, Fashion-MNIST binarized by pixel > 127"
     defaults = TrainDefaults(epochs=60, batch_size=100, lr=2e-3, lr_decay=0.9, weight_decay=0.1, patience=6)
 
-    def prepare(self, split: datasets.Split) -> Batch:
+    def prepare(self, split: datasets.Split, config: Any = None) -> Batch:
         return (datasets.binarize(split.images),)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -125,7 +126,7 @@ class PixelCNNppTask(Task):
     defaults = TrainDefaults(epochs=2, batch_size=32, lr=2e-3, lr_decay=0.6, patience=None)
     eval_batch_size = 100
 
-    def prepare(self, split: datasets.Split) -> Batch:
+    def prepare(self, split: datasets.Split, config: Any = None) -> Batch:
         return (datasets.to_unit(split.images),)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -145,7 +146,7 @@ class DenseNetTask(Task):
     description = "DenseNet-BC classifier of Fashion-MNIST; dense blocks solvable layer-parallel"
     defaults = TrainDefaults(epochs=12, batch_size=64, lr=2e-3, lr_decay=0.75, weight_decay=0.05, patience=None)
 
-    def prepare(self, split: datasets.Split) -> Batch:
+    def prepare(self, split: datasets.Split, config: Any = None) -> Batch:
         return datasets.to_unit(split.images), split.labels
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -174,17 +175,15 @@ class RNNTask(Task):
     description = "Vanilla softplus RNN (hidden 128), next-pixel regression on 10x10 Fashion-MNIST (T=100)"
     defaults = TrainDefaults(epochs=10, batch_size=64, lr=2e-3, lr_decay=0.8, grad_clip=1.0, patience=3)
 
-    def size(self) -> int:
-        return int(self.defaults.model.get("image_size", RNNConfig.image_size))
-
-    def prepare(self, split: datasets.Split) -> Batch:
-        return (datasets.resize(split.images, self.size()).flatten(1),)
+    def prepare(self, split: datasets.Split, config: Any = None) -> Batch:
+        size = config.image_size if config is not None else self.defaults.model.get("image_size", RNNConfig.image_size)
+        return (datasets.resize(split.images, int(size)).flatten(1),)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return model.loss(batch[0])  # type: ignore[operator]
 
     def evaluate(self, model: nn.Module, split: datasets.Split, train: datasets.Split | None = None) -> dict[str, Any]:
-        (x,) = self.prepare(split)
+        (x,) = self.prepare(split, model.config)
         mse = mean_over(lambda b: model.loss(b[0]), (x,), self.eval_batch_size, self.device_of(model))  # type: ignore[operator]
         previous = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # trivial: repeat the last pixel
         trivial = float(((previous - x) ** 2).mean(dim=1).double().mean())

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from models import data as datasets
 from models.checkpoint import config_from_dict, load_training_state, save_model, save_training_state
+from models.devices import resolve_device
 from models.tasks import get_task, mean_over
 
 
@@ -44,14 +45,6 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the model config
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(device)
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train one model; returns a summary (also the last line of metrics.jsonl)."""
     task = get_task(cfg.kind)
@@ -66,9 +59,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.limit is not None:
         train_split = train_split.subset(slice(0, cfg.limit))
         val_split = val_split.subset(slice(0, max(cfg.limit // 10, batch_size)))
-    train_tensors, val_tensors = task.prepare(train_split), task.prepare(val_split)
-
     config: Any = config_from_dict(task.config_cls, {**defaults.model, **cfg.model})
+    train_tensors, val_tensors = task.prepare(train_split, config), task.prepare(val_split, config)
     model = task.build(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=defaults.weight_decay)
     out = Path(cfg.out)

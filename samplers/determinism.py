@@ -15,12 +15,3 @@ def make_deterministic() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """ "auto"/None: CUDA if available, else CPU. "cuda" without a GPU is an error, not a silent fallback."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(str(device))

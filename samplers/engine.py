@@ -1,118 +1,161 @@
-"""The engine: registered models loaded once on one device, and the systems parafeed solves with them.
+"""The engine: registered models loaded once on one device, and the one way from a request to its work.
 
-One engine serves the CLI, the embedded server and each Redis worker. Loading is lazy (first use) and cached;
-every model runs in eval mode under ``torch.inference_mode`` with the determinism settings applied.
+One engine serves the CLI, the embedded server and each Redis worker. Its models come from the registry
+directory it is given (default: the shipped checkpoints) and from installed plugins (``samplers.plugins``); each
+model's manifest "kind" names its family (``samplers.families``). Loading is lazy (first use) and cached; every
+model runs in eval mode under ``torch.inference_mode`` with the determinism settings applied.
+
+A request goes ``check`` (its family's checks, NumPy only: the API thread may call it) -> ``start`` (``auto``
+resolved, here and nowhere else; the family builds the work) -> the work is done by ``samplers.work.run_work``
+(library, CLI) or by the server's worker, which batches it with other work.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
-from models.registry import UnknownModelError, load_model, read_manifest
-from samplers.catalog import ModelInfo, describe
-from samplers.determinism import make_deterministic, resolve_device
-from samplers.made import MadeSystem
-from samplers.pixelcnnpp import PixelCNNppSystem
+from models.devices import resolve_device
+from models.registry import Entry, UnknownModelError, load_model, read_manifest, registry_dir
+from samplers import auto
+from samplers.determinism import make_deterministic
+from samplers.families import FAMILIES, get_family
+from samplers.family import KINDS, Family, Limits, ModelInfo
+from samplers.inputs import WrongKindError
+from samplers.plugins import checkpoint_dirs, load_plugins
+from samplers.requests import REQUESTS
 from samplers.system import SamplingSystem
+from samplers.work import Work, run_work
+from solvers import FixedPointBatch
 
-
-class WrongKindError(ValueError):
-    """The model exists but does not do what was asked (e.g. sampling from a classifier)."""
+log = logging.getLogger("parafeed.engine")
 
 
 class Engine:
-    def __init__(self, device: str | None = "auto", registry: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        device: str | None = "auto",
+        registry: str | Path | None = None,
+        plugins: Sequence[str] = (),
+        data: str | Path | None = None,
+    ) -> None:
+        """device: auto | cpu | cuda[:N]; registry: checkpoint directory (default: the shipped ones); plugins:
+        "module:NAME" plugin models beside the installed ones; data: Fashion-MNIST IDX directory for test inputs."""
         make_deterministic()
         self.device = resolve_device(device)
-        self.registry = registry
-        self.entries = read_manifest(registry)
+        self.data = data
+        self.entries: dict[str, Entry] = {}
+        self.sources: dict[str, Path] = {}  # model name -> the registry directory it comes from
+        for directory in [registry_dir(registry), *checkpoint_dirs(load_plugins(plugins))]:
+            self._read(directory)
         self._models: dict[str, torch.nn.Module] = {}
-        self._systems: dict[str, SamplingSystem] = {}
-        self._dense: dict[str, Any] = {}
+        self._systems: dict[str, Any] = {}
         self._test: Any = None  # the test split, read on first use
 
-    def models(self) -> list[ModelInfo]:
-        return [describe(entry) for entry in self.entries.values()]
+    def _read(self, directory: Path) -> None:
+        for name, entry in read_manifest(directory).items():
+            if name in self.entries:
+                log.warning("model listed twice; the first stays", extra={"model": name, "registry": str(directory)})
+            elif entry.kind not in FAMILIES:
+                log.warning("no family serves this kind: not served", extra={"model": name, "kind": entry.kind})
+            else:
+                self.entries[name], self.sources[name] = entry, directory
 
-    def info(self, name: str) -> ModelInfo:
+    # -- what is served --------------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        return [self.info(name) for name in self.entries]
+
+    def entry(self, name: str) -> Entry:
         if name not in self.entries:
             raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(self.entries) or 'none'}")
-        return describe(self.entries[name])
+        return self.entries[name]
 
-    def model(self, name: str) -> torch.nn.Module:
-        self.info(name)
+    def family(self, name: str) -> Family:
+        return get_family(self.entry(name).kind)
+
+    def info(self, name: str) -> ModelInfo:
+        return self.family(name).info(self.entry(name))
+
+    def serving(self, name: str, task: str) -> tuple[Family, ModelInfo]:
+        """The family and description of a model that serves ``task`` (else WrongKindError naming the model)."""
+        family, info = self.family(name), self.info(name)
+        if task not in info.tasks:
+            kinds = " or ".join(kind for kind, tasks in KINDS.items() if task in tasks)
+            raise WrongKindError(f"{name} is a {info.kind}; /{task} serves {kinds} models")
+        return family, info
+
+    # -- loaded models -----------------------------------------------------------------------------------------
+    def model(self, name: str) -> Any:
+        self.entry(name)
         if name not in self._models:
-            self._models[name] = load_model(name, self.registry, self.device)
+            self._models[name] = load_model(name, self.sources[name], self.device)
         return self._models[name]
 
-    def sampling_system(self, name: str) -> SamplingSystem:
-        info = self.info(name)
-        if info.kind != "sampler":
-            raise WrongKindError(f"model {name!r} is a {info.kind}, not a sampler")
+    def system(self, name: str) -> Any:
+        """What the model's family builds from it once (a sampling system, a dense system, or the model)."""
         if name not in self._systems:
-            model: Any = self.model(name)
-            system: SamplingSystem = MadeSystem(model, name) if info.family == "made" else PixelCNNppSystem(model, name)
-            self._systems[name] = system
+            self._systems[name] = self.family(name).system(self.model(name), name)
         return self._systems[name]
 
+    def sampling_system(self, name: str) -> SamplingSystem:
+        self.serving(name, "sample")
+        return self.system(name)
+
+    def load_all(self) -> None:
+        """Load (and, for plugins, check) every model now: the server does this at start-up, so ready means ready."""
+        for name in self.entries:
+            self.system(name)
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    def resolve(self, name: str, task: str, method: str) -> auto.Choice:
+        """ "auto" -> the measured fastest exact method for this model's family, task and device type."""
+        if method != "auto":
+            return auto.Choice(method)
+        offer = self.family(name).offers_for(self.entry(name))[task]
+        return auto.pick(offer.auto_key, self.device.type, offer.fallback)
+
+    def check(self, task: str, request: Any, limits: Limits) -> None:
+        """The family's checks of a validated request (raises InputError naming the field). No torch."""
+        family, info = self.serving(request.model, task)
+        family.check(task, request, info, limits)
+
+    def start(self, task: str, request: Any) -> Work:
+        """The work that answers a checked request."""
+        family, _ = self.serving(request.model, task)
+        choice = self.resolve(request.model, task, request.method)
+        return family.start(task, self, request, choice.method, choice.block_size)
+
+    def run(
+        self, task: str, request: Any, limits: Limits | None = None,
+        callback: Callable[[FixedPointBatch], None] | None = None,
+    ) -> BaseModel:  # fmt: skip
+        """Check, start and do a request in this thread: the library's and the CLI's path to a response."""
+        self.check(task, request, limits or Limits())
+        return run_work(self.start(task, request), self.device.type, callback)
+
+    def call(self, task: str, **fields: Any) -> BaseModel:
+        """``run`` with the request's fields as keywords, e.g. ``engine.call("infer", model="...", batch=8)``."""
+        return self.run(task, REQUESTS[task](**fields))
+
+    # -- test-set inputs ---------------------------------------------------------------------------------------
     def test_inputs(self, name: str, batch: int, seed: int) -> torch.Tensor:
         """``batch`` test-set inputs for the model, picked by ``seed`` and prepared as it trained on them."""
         from models.tasks import get_task
 
         split = self.test_split()
         order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:batch]
-        return get_task(self.info(name).family).prepare(split.subset(order))[0].to(self.device)
+        config = getattr(self.model(name), "config", None)
+        return get_task(self.entry(name).kind).prepare(split.subset(order), config)[0].to(self.device)
 
     def test_split(self) -> Any:
         """The Fashion-MNIST test split, read once (raises models.data.DataNotFoundError if not installed)."""
         if self._test is None:
             from models import data as datasets
 
-            self._test = datasets.load_split("test")
+            self._test = datasets.load_split("test", self.data)
         return self._test
-
-    def gradient(
-        self, name: str, inputs: torch.Tensor, method: str = "auto", wrt: str = "params",
-        max_iterations: int | None = None, verify: bool = False, targets: torch.Tensor | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """The body of POST /gradient. inputs, targets: (B, T) sequences in [0, 1]."""
-        from samplers.gradients import gradient_body
-
-        info = self.info(name)
-        if info.kind != "sequence":
-            raise WrongKindError(f"model {name!r} is a {info.kind}; gradients are served for sequence models")
-        model: Any = self.model(name)
-        used = self.resolve(f"{info.family}-gradient", method)
-        return gradient_body(model, name, inputs, used, wrt, max_iterations, verify, targets)
-
-    def resolve(self, key: str, method: str) -> str:
-        """ "auto" -> the measured fastest exact method for ``key`` on this device (``samplers.auto``)."""
-        from samplers.auto import pick_method
-
-        return pick_method(key, self.device.type) if method == "auto" else method
-
-    def infer(
-        self, name: str, inputs: torch.Tensor, method: str = "auto", tol: float = 0.0,
-        max_iterations: int | None = None, verify: bool = False,
-    ) -> dict[str, Any]:  # fmt: skip
-        """The body of POST /infer: a classifier's logits or a sequence model's next-pixel predictions."""
-        from samplers import dense, sequence
-
-        info = self.info(name)
-        if info.kind == "sampler":
-            raise WrongKindError(f"model {name!r} is a sampler; use /sample")
-        used = self.resolve(f"{info.family}-infer", method)
-        model: Any = self.model(name)
-        if info.kind == "classifier":
-            if name not in self._dense:
-                self._dense[name] = dense.DenseSystem(model)
-            return dense.infer_body(self._dense[name], name, inputs, used, tol, max_iterations, verify)
-        return sequence.infer_body(model, name, inputs, used, tol, max_iterations, verify)
-
-    def load_all(self) -> None:
-        """Load every registered model now (the server does this at start-up, so /readyz means ready)."""
-        for name in self.entries:
-            self.model(name)

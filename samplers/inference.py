@@ -1,19 +1,26 @@
-"""The body of POST /infer, the same for every model family that answers it (DenseNet, RNNs).
+"""The inference task (POST /infer), the same for every family that answers it (DenseNet, the recurrent models).
 
-A family supplies how to run the forward by the requested method (``Forward``), the sequential reference for
-``verify`` and how outputs become predictions; this file times it and says honestly what was computed:
-``exact`` only when the solve converged with ``tol=0``, ``verified`` with the max difference and bitwise equality
-against the ordinary sequential forward.
+A family supplies how to run the forward by the requested method (a ``Forward``), the sequential reference for
+``verify`` and how outputs become predictions; this file turns them into ``SliceWork`` and says honestly what was
+computed: ``exact`` only when the solve converged with ``tol=0``, ``verified`` with the max difference and bitwise
+equality against the ordinary sequential forward.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+from samplers.inputs import InputError, as_tensor, check_batch
+from samplers.requests import InferRequest, InferResponse, InferVerified
+from samplers.work import Context, Respond, SliceWork
+
+if TYPE_CHECKING:
+    from samplers.engine import Engine
 
 
 def residual(certified: bool, recompute: Callable[[], torch.Tensor], iterate: torch.Tensor) -> float:
@@ -32,30 +39,51 @@ class Forward:
     residual: float  # max |step(x) - x| at the returned iterate (0 when certified with tol=0)
 
 
-def infer_body(
-    name: str, method: str, sequential_steps: int, tol: float, verify: bool, run: Callable[[], Forward],
+def check_infer(request: InferRequest, parse: Callable[[Any, str], np.ndarray], limit: int) -> None:
+    """Inputs parse (``parse(value, field)`` raises InputError) and the batch fits ``limit``."""
+    inputs = None if request.inputs is None else parse(request.inputs, "inputs")
+    check_batch(request.batch, inputs, limit)
+
+
+def request_inputs(engine: Engine, request: Any, parse: Callable[[Any, str], np.ndarray]) -> torch.Tensor:
+    """The request's inputs as a tensor on the engine's device: given, or test-set inputs picked by ``seed``."""
+    if request.inputs is not None:
+        inputs = as_tensor(parse(request.inputs, "inputs"))
+    else:
+        inputs = engine.test_inputs(request.model, request.batch, request.seed)
+    return inputs.to(engine.device)
+
+
+def infer_work(
+    request: InferRequest, method: str, sequential_steps: int, run: Callable[[], Forward],
     reference: Callable[[], torch.Tensor], predictions: Callable[[torch.Tensor], list[Any]],
-) -> dict[str, Any]:  # fmt: skip
-    """Run, time and (if asked) verify a forward; the JSON body of POST /infer (DESIGN.md section 4)."""
-    start = time.perf_counter()
-    with torch.inference_mode():
-        forward = run()
-        compute = (time.perf_counter() - start) * 1000
-        verified = None
-        if verify:
-            expected = reference()
-            verified = {"max_abs_diff": float((forward.outputs - expected).abs().max()),
-                        "equal": bool(torch.equal(forward.outputs, expected))}  # fmt: skip
-    return {
-        "model": name,
-        "method": method,
-        "outputs": forward.outputs.tolist(),
-        "predictions": predictions(forward.outputs),
-        "iterations": forward.iterations,
-        "sequential_steps": sequential_steps,
-        "converged": forward.converged,
-        "exact": forward.converged and tol == 0.0,
-        "residual": forward.residual,
-        "verified": verified,
-        "timings_ms": {"queue": 0.0, "compute": round(compute, 3)},
-    }
+) -> SliceWork:  # fmt: skip
+    """Run (and, if asked, verify) a forward, as work done in slices."""
+
+    def slices() -> Any:
+        with torch.inference_mode():
+            forward = run()
+            yield
+            verified = None
+            if request.verify:
+                expected = reference()
+                verified = InferVerified(max_abs_diff=float((forward.outputs - expected).abs().max()),
+                                         equal=bool(torch.equal(forward.outputs, expected)))  # fmt: skip
+
+        def respond(context: Context) -> InferResponse:
+            return InferResponse.model_construct(
+                model=request.model, method=method, outputs=forward.outputs.tolist(),
+                predictions=predictions(forward.outputs), iterations=forward.iterations,
+                sequential_steps=sequential_steps, converged=forward.converged,
+                exact=forward.converged and request.tol == 0.0, residual=forward.residual, verified=verified,
+                timings_ms=context.timings(),
+            )  # fmt: skip
+
+        finished: Respond = respond
+        return finished
+
+    return SliceWork(slices())
+
+
+def wrong_task(model: str, kind: str, task: str) -> InputError:
+    return InputError("model", f"{model} is a {kind}; /{task} does not serve it")

@@ -1,122 +1,126 @@
-"""``sample``: a request for samples -> solved systems -> the JSON body of POST /sample (DESIGN.md section 4).
+"""The sampling task (POST /sample) for every sampler family: a request -> rows -> the response.
 
-Three steps, shared by the library call and the server worker (which interleaves the middle one with other
-requests' rows): ``prepare`` (resolve method and seed, draw the noise), solving (``solve_system`` here; the
-worker's iteration-level batch there), and ``sample_body``. Sample i of a request is a pure function of
-(model, seed, i), the same for every method; ``verify`` re-solves with the sequential method and the same noise
-and reports bitwise equality per sample. The CLI's ``parafeed sample --json`` prints exactly this body.
+``SamplerFamily`` is the base of the families whose models are autoregressive samplers (MADE, PixelCNN++, a
+plugin's model). They differ only in their sampling system (``samplers.system``: the step, the noise, the
+decoder); the task is the same: draw each sample's noise from (model, seed, i), solve the rows by the requested
+method (the server batches them with other requests' rows), and with ``verify`` also solve the same noise by the
+sequential method, in the same batch, and report bitwise equality per sample. The library's ``sample`` and the
+CLI's ``parafeed sample --json`` go through the same ``start`` and ``respond`` as the server.
 """
 
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from models.pictures import png_bytes
-from samplers.auto import SAMPLING_FALLBACK, pick_method
-from samplers.engine import Engine
-from samplers.noise import random_seed
-from samplers.system import SamplingSystem, solve_system
-from solvers import FixedPointBatch
+from samplers.family import Family, Limits, ModelInfo, Offer
+from samplers.inputs import InputError
+from samplers.requests import SampleRequest, SampleResponse
+from samplers.system import SamplingSystem
+from samplers.work import Check, Context, RowSet, RowWork, Solved, bitwise_equal
+from solvers import FixedPointBatch, Schedule
+
+if TYPE_CHECKING:
+    from samplers.engine import Engine
+
+SAMPLING_FALLBACK = "jacobi"  # auto without a measurement: exact, and never slower than sequential by more than
+# its confirming pass
 
 
-@dataclass(frozen=True)
-class PreparedSample:
-    model: str
-    system: SamplingSystem
-    method: str  # resolved ("auto" replaced by the measured choice)
-    seed: int
-    noise: torch.Tensor  # (N, ...) fixed noise of samples 0..N-1
-    block_size: int | None
-    max_iterations: int | None
-    verify: bool
-    output_format: str
+PLAIN = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")  # what every sampling system offers
 
 
-def resolve_method(engine: Engine, model: str, method: str) -> tuple[str, int | None]:
-    """ "auto" -> (the measured fastest exact method, its block size or None); others unchanged."""
-    if method != "auto":
-        return method, None
-    picked = pick_method(engine.info(model).family, engine.device.type, fallback=SAMPLING_FALLBACK)
-    name, _, block = picked.partition(":")  # e.g. "gs_jacobi:112"
-    return name, int(block) if block else None
+def sampling_offer(methods: tuple[str, ...], auto_key: str) -> dict[str, Offer]:
+    return {"sample": Offer(methods, auto_key=auto_key, fallback=SAMPLING_FALLBACK)}
 
 
-def prepare(
-    engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
-    block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
-    output_format: str = "array",
-) -> PreparedSample:  # fmt: skip
-    system = engine.sampling_system(model)
-    used, auto_block = resolve_method(engine, model, method)
-    if used not in system.methods:
-        raise ValueError(f"method must be one of {', '.join(system.methods)}, auto for {model}; got {method!r}")
-    seed = random_seed() if seed is None else seed
-    noise = system.draw_noise(seed, range(num_samples))
-    block = block_size or auto_block
-    return PreparedSample(model, system, used, seed, noise, block, max_iterations, verify, output_format)
+class SamplerFamily(Family):
+    """A family of autoregressive samplers. Subclasses set ``name`` and ``offers`` and build the system."""
+
+    kind = "sampler"
+
+    def check(self, task: str, request: Any, info: ModelInfo, limits: Limits) -> None:
+        check_sample(request, info, limits)
+
+    def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> RowWork:
+        return start_sample(engine.system(request.model), request, method, block_size, engine.device.type)
 
 
-def encode_samples(samples: torch.Tensor, output_format: str, binary: bool) -> list[Any]:
-    """(N, C, H, W) integer images -> nested lists of ints, or base64 PNG strings (binary images as 0/255)."""
+def check_sample(request: SampleRequest, info: ModelInfo, limits: Limits) -> None:
+    """What a sampling request must satisfy beyond its schema (raises InputError naming the field)."""
+    if request.method not in info.tasks["sample"]:
+        offered = ", ".join(info.tasks["sample"])
+        raise InputError("method", f"{request.model} offers {offered}; got {request.method!r}")
+    if request.num_samples > limits.max_samples:
+        raise InputError("num_samples", f"at most {limits.max_samples} per request on this server")
+    if request.verify and 2 * request.num_samples > limits.max_batch_rows:  # each sample brings a reference row
+        raise InputError("num_samples", f"at most {limits.max_batch_rows // 2} with verify on this server")
+    if request.block_size is not None and request.block_size > info.sequential_steps:
+        raise InputError("block_size", f"at most {info.sequential_steps} (the number of unknowns)")
+
+
+def rows_for(system: SamplingSystem, method: str, noise: torch.Tensor, block_size: int | None = None,
+             max_iterations: int | None = None) -> RowSet:  # fmt: skip
+    """The rows that sample ``noise`` (N, ...) by a sampler method."""
+    if method not in system.methods:
+        raise InputError("method", f"{system.name} offers {', '.join(system.methods)}, auto; got {method!r}")
+    plan = system.plan(method)
+    schedule = Schedule(plan.solver_method, block_size or system.block_size, max_iterations=max_iterations)
+    return RowSet((system.name, plan.variant), system, plan, noise, schedule)
+
+
+def start_sample(
+    system: SamplingSystem, request: SampleRequest, method: str, block_size: int | None, device: str
+) -> RowWork:
+    """Rows for every sample (and, with verify, a sequential reference row each) and how to answer them."""
+    assert request.seed is not None  # fixed when the request was validated
+    noise = system.draw_noise(request.seed, range(request.num_samples))
+    row_sets = [rows_for(system, method, noise, block_size or request.block_size, request.max_iterations)]
+    if request.verify:
+        row_sets.append(rows_for(system, "sequential", noise))
+
+    def respond(solved: list[Solved], context: Context) -> SampleResponse:
+        answer = solved[0]
+        samples = system.decode(answer.x)
+        per_sample = bitwise_equal(answer.x, solved[1].x) if request.verify else None
+        return SampleResponse.model_construct(  # built from validated parts: no second validation of samples
+            model=request.model, method=method, seed=request.seed, shape=[int(samples.shape[0]), *system.image_shape],
+            samples=encode_samples(samples, request.format, system.levels), iterations=answer.iterations,
+            sequential_steps=system.unknowns, converged=all(answer.converged),
+            verified=None if per_sample is None else all(per_sample), verified_per_sample=per_sample,
+            device=context.device, timings_ms=context.timings(),
+        )  # fmt: skip
+
+    def checks(solved: list[Solved]) -> list[Check]:
+        """Continuous verification: each answered sample, re-solved alone by the sequential method."""
+        label = {"model": request.model, "seed": request.seed, "method": method}
+        return [Check(rows_for(system, "sequential", noise[i : i + 1]), solved[0].x[i], {**label, "sample": i})
+                for i in range(request.num_samples) if solved[0].converged[i]]  # fmt: skip
+
+    return RowWork(row_sets, respond, checks)
+
+
+def encode_samples(samples: torch.Tensor, output_format: str, levels: int) -> list[Any]:
+    """(N, C, H, W) integer levels -> nested lists of ints, or base64 PNG strings (levels scaled to 0..255)."""
     if output_format == "png":
-        images = samples * 255 if binary else samples
+        images = torch.round(samples.double() * (255 / (levels - 1))) if levels != 256 else samples
         return [base64.b64encode(png_bytes(img.to(torch.uint8), scale=1)).decode() for img in images.cpu()]
     return samples.cpu().tolist()
 
 
-def verify_samples(prepared: PreparedSample, samples: torch.Tensor) -> list[bool]:
-    """Per sample: bitwise equal to the sequential sampler with the same noise?"""
-    with torch.inference_mode():
-        reference = solve_system(prepared.system, prepared.noise, "sequential").samples
-    return (samples.cpu() == reference.cpu()).flatten(1).all(dim=1).tolist()
-
-
-def sample_body(
-    prepared: PreparedSample, samples: torch.Tensor, iterations: list[int], converged: bool, compute_ms: float,
-    queue_ms: float = 0.0, device: str = "cpu", verified_per_sample: list[bool] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The POST /sample response. When the request asked to verify, ``verified_per_sample`` is the comparison
-    with the sequential sampler (the server solves those reference rows in its batch); if it is not given, the
-    sequential solve runs here first."""
-    per_sample = verified_per_sample
-    if prepared.verify and per_sample is None:
-        per_sample = verify_samples(prepared, samples)
-    system = prepared.system
-    return {
-        "model": prepared.model,
-        "method": prepared.method,
-        "seed": prepared.seed,
-        "shape": [int(samples.shape[0]), *system.image_shape],
-        "samples": encode_samples(samples, prepared.output_format, binary=system.dtype != torch.long),
-        "iterations": iterations,
-        "sequential_steps": system.unknowns,
-        "converged": converged,
-        "verified": None if per_sample is None else all(per_sample),
-        "verified_per_sample": per_sample,
-        "device": device,
-        "timings_ms": {"queue": round(queue_ms, 3), "compute": round(compute_ms, 3)},
-    }
-
-
-def sample(engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
-           block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
-           output_format: str = "array",
-           callback: Callable[[FixedPointBatch], None] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The library (and CLI) path: prepare, solve in one go, build the body. ``callback`` sees the solver state
-    after every evaluation (progress bars)."""
-    p = prepare(engine, model, num_samples, method, seed, block_size, max_iterations, verify, output_format)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        solved = solve_system(p.system, p.noise, p.method, p.block_size, p.max_iterations, callback=callback)
-        if p.noise.device.type == "cuda":
-            torch.cuda.synchronize()
-    compute = (time.perf_counter() - start) * 1000
-    result = solved.result
-    return sample_body(p, solved.samples, result.iterations.tolist(), result.all_converged, compute,
-                       device=engine.device.type)  # fmt: skip
+def sample(
+    engine: Engine, model: str, num_samples: int = 4, method: str = "auto", seed: int | None = None,
+    block_size: int | None = None, max_iterations: int | None = None, verify: bool = False,
+    output_format: Literal["array", "png"] = "array", callback: Callable[[FixedPointBatch], None] | None = None,
+) -> SampleResponse:  # fmt: skip
+    """Samples from a registered model, solved in this thread: the library's (and the CLI's) POST /sample.
+    ``callback`` sees the solver state after every evaluation (progress bars)."""
+    request = SampleRequest(model=model, num_samples=num_samples, method=method, seed=seed, block_size=block_size,
+                            max_iterations=max_iterations, verify=verify, format=output_format)  # fmt: skip
+    response = engine.run("sample", request, callback=callback)
+    assert isinstance(response, SampleResponse)
+    return response

@@ -1,11 +1,14 @@
-"""A sampling system: what a model family contributes to "sample = solve a lower-triangular system".
+"""A sampling system: what a sampler family contributes to "sample = solve a lower-triangular system".
 
-Each family turns its network and fixed per-sample noise into a step over T unknowns:
-``evaluate(x, noise)[:, t] = f_t(x[:, :t], noise)`` for any subset of rows (the noise rows travel with them), plus an
-initial guess and a decoder to images. A family may keep per-row work between evaluations in a cache (slots are
-cache rows; ``span`` says which positions will be read, so final positions cost nothing). ``solve_system`` runs
-the one solver loop of ``solvers.solve`` on it; the server's worker advances the same ``evaluate`` inside its own
-``FixedPointBatch``.
+Each sampler family turns its network and fixed per-sample noise into a step over T unknowns:
+``evaluate(x, noise)[:, t] = f_t(x[:, :t], noise)`` for any subset of rows (the noise rows travel with them), plus
+an initial guess and a decoder to images. A family may keep per-row work between evaluations in a cache (slots
+are cache rows; ``span`` says which positions will be read, so final positions cost nothing). A sampler method
+maps to a ``Plan``: the solver method and the step that runs it.
+
+``SystemStep`` is the one adapter from ``evaluate`` to a ``solvers`` step: the library passes it to
+``solvers.solve`` (``samplers.work.solve_rows``), and the server's row batch (``samplers.rows``) advances the same
+step inside its own ``FixedPointBatch``, with rows of many requests.
 """
 
 from __future__ import annotations
@@ -16,17 +19,28 @@ from typing import Any, Protocol
 
 import torch
 
-from solvers import FixedPointBatch, SolveResult, solve
+Evaluate = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a sampler method runs: rows of one model with the same ``variant`` can share one evaluation."""
+
+    solver_method: str  # a solvers method: sequential | jacobi | jacobi_gs | gs_jacobi
+    evaluate: Evaluate  # the step, with ``SamplingSystem.evaluate``'s signature
+    variant: str  # the step's name (e.g. "evaluate", "evaluate_split")
 
 
 class SamplingSystem(Protocol):
     name: str  # registry name of the model: part of the noise seed
     unknowns: int  # T: sequential steps of the ordinary sampler
-    unknown_shape: tuple[int, ...]  # shape of one unknown ((): a binary pixel; (C,): a pixel's sub-pixels)
+    unknown_shape: tuple[int, ...]  # shape of one unknown ((): a scalar; (C,): a pixel's sub-pixels)
     image_shape: tuple[int, int, int]  # (C, H, W) of one decoded sample
+    levels: int  # values of one sub-pixel: 0 .. levels - 1 (2: binary images, 256: 8-bit)
     block_size: int  # natural block for the hybrids (an image row)
     dtype: torch.dtype  # of the unknowns
     device: torch.device  # where the model runs
+    methods: tuple[str, ...]  # sampler methods this system offers ("auto" aside)
 
     def draw_noise(self, seed: int, indices: list[int] | range) -> torch.Tensor:
         """(N, ...) fixed noise of samples ``indices`` of a request with ``seed``, on the model's device."""
@@ -36,14 +50,12 @@ class SamplingSystem(Protocol):
         """(N, T, *unknown_shape) starting iterate."""
         ...
 
-    methods: tuple[str, ...]  # sampler methods this family offers ("auto" aside)
-
-    def plan(self, method: str) -> tuple[str, Callable[..., torch.Tensor]]:
-        """(solver method, step function with ``evaluate``'s signature) for a sampler method."""
+    def plan(self, method: str) -> Plan:
+        """How a sampler method (one of ``methods``) runs."""
         ...
 
     def new_cache(self, capacity: int) -> Any:
-        """Per-solve state for ``capacity`` slots (None for families that keep none)."""
+        """Per-solve state for ``capacity`` slots (None for systems that keep none)."""
         ...
 
     def reset(self, cache: Any, slots: torch.Tensor) -> None:
@@ -66,38 +78,36 @@ class SamplingSystem(Protocol):
         ...
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, *unknown_shape) -> (N, C, H, W) integer images (0/1 or 0..255)."""
+        """(N, T, *unknown_shape) -> (N, C, H, W) integer images (levels 0 .. levels - 1)."""
         ...
 
 
-@dataclass(frozen=True)
-class SystemSolve:
-    result: SolveResult
-    samples: torch.Tensor  # (N, C, H, W) integer images
+class SystemStep:
+    """``evaluate`` as a ``solvers`` step over rows that each carry their noise and a cache slot.
 
+    noise: (R, ...) per row; slots: (R,) long cache slots. Called as ``step(x, rows=idx, span=...)``.
+    """
 
-def solve_system(
-    system: SamplingSystem,
-    noise: torch.Tensor,
-    method: str = "jacobi",
-    block_size: int | None = None,
-    max_iterations: int | None = None,
-    x0: torch.Tensor | None = None,
-    callback: Callable[[FixedPointBatch], None] | None = None,
-) -> SystemSolve:
-    """Solve the sampling systems of the given noise rows with ``solvers.solve`` (per-row stopping)."""
+    def __init__(self, system: SamplingSystem, evaluate: Evaluate, capacity: int) -> None:
+        self.system, self.evaluate = system, evaluate
+        self.cache = system.new_cache(capacity)
+        self.noise: torch.Tensor | None = None
+        self.slots = torch.empty(0, dtype=torch.long, device=system.device)
 
-    if method not in system.methods:
-        raise ValueError(f"method must be one of {', '.join(system.methods)} for {system.name}; got {method!r}")
-    solver_method, evaluate = system.plan(method)
-    cache = system.new_cache(noise.shape[0])
+    def hold(self, noise: torch.Tensor, slots: torch.Tensor) -> None:
+        """Rows ``noise`` (n, ...) take cache ``slots`` (n,): appended after the rows held so far."""
+        slots = slots.to(self.system.device)
+        self.system.reset(self.cache, slots)
+        self.noise = noise if self.noise is None else torch.cat([self.noise, noise])
+        self.slots = torch.cat([self.slots, slots])
 
-    def step(x: torch.Tensor, rows: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
-        return evaluate(x, noise[rows], cache, rows, span)
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only rows ``rows`` ((K,) long), renumbered 0..K-1 in that order."""
+        assert self.noise is not None
+        rows = rows.to(self.system.device)
+        self.noise, self.slots = self.noise[rows], self.slots[rows]
 
-    start = system.initial_guess(noise) if x0 is None else x0
-    block = block_size or system.block_size
-    result = solve(
-        step, start, method=solver_method, block_size=block, max_iterations=max_iterations, callback=callback
-    )
-    return SystemSolve(result, system.decode(result.x))
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        assert self.noise is not None
+        rows = rows.to(self.system.device)
+        return self.evaluate(x, self.noise[rows], self.cache, self.slots[rows], span)

@@ -1,4 +1,4 @@
-"""What a solve returns (DESIGN.md section 3)."""
+"""What a solve returns (the solvers API: docs/ARCHITECTURE.md, "Contracts")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How the solvers call a user's step function: the calling convention of DESIGN.md section 3.
+"""How the solvers call a user's step function (the solvers API: docs/ARCHITECTURE.md, "Contracts").
 
 ``step(x) -> y`` evaluates every equation on the current iterate, ``y[:, t] = f_t(x[:, :t])``; it must not let
 ``x[:, t:]`` influence ``y[:, t]`` (that is what makes the system lower-triangular and the solvers exact).

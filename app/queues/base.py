@@ -1,4 +1,4 @@
-"""What the API needs from a queue. The worker side is ``app.worker.WorkSource``."""
+"""What the API needs from a queue (``JobQueue``), and what a worker needs from one (``WorkSource``)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,29 @@ class JobQueue(Protocol):
 
     async def ping(self) -> bool:
         """Is the queue reachable?"""
+        ...
+
+
+class WorkSource(Protocol):
+    """The worker's side of a queue: where a worker gets jobs and puts results (in-process or Redis Streams)."""
+
+    def fetch(self, max_jobs: int, timeout_s: float) -> list[Job]:
+        """Up to ``max_jobs`` jobs, waiting up to ``timeout_s`` for the first (0: the worker has no room)."""
+        ...
+
+    def complete(self, job: Job, result: Result) -> None:
+        """Deliver the job's one result."""
+        ...
+
+    def release(self, job: Job) -> None:
+        """Give a job back unanswered (shutdown): another worker will run it."""
+        ...
+
+    def beat(self) -> None:
+        """The loop is alive and making progress (called once per turn)."""
+        ...
+
+    def ready(self, wanted: int) -> bool:
+        """Would ``fetch`` return a job at once? Asked between solver iterations, so cheap and without I/O;
+        ``wanted``: how many jobs the worker has room for now (0: none, do not read ahead)."""
         ...

@@ -1,7 +1,7 @@
 """The worker side of Redis Streams: where a ``parafeed worker`` gets its jobs and puts its results.
 
 Three threads share one ``RedisWorkSource``:
-- the solver loop (``app.worker.Worker``) calls ``fetch`` / ``ready`` / ``complete`` / ``release``;
+- the solver loop (the worker, ``app.worker``) calls ``fetch`` / ``ready`` / ``complete`` / ``release``;
 - a reader blocks on the stream (XREADGROUP BLOCK) on its own connection, so a new job is picked up the moment
   it arrives while the solver iterates, and the solver never waits for a round trip to ask. It reads one job at
   a time and only while the solver has room (``fetch`` and ``ready`` tell it how many jobs it may take): a
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -33,8 +30,6 @@ from app.queues.redis_streams import DELIVER, GROUP, TRANSIENT, Keys, retry_poli
 from app.settings import Settings
 
 log = logging.getLogger("parafeed.redis")
-DRAIN_ATTEMPTS = 5  # delivery tries per result once a worker is shutting down (about 3 s of backoff)
-READ_BLOCK_MS = 250  # the reader's longest block: how soon it notices shutdown, a reclaim due, or no room
 
 
 class RedisWorkSource:
@@ -55,7 +50,8 @@ class RedisWorkSource:
         self.inbox: deque[Job] = deque()
         self.room = 0
         self.wake = threading.Condition()
-        self.reader = redis.from_url(settings.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5, decode_responses=True)
+        block_s = settings.read_block_ms / 1000
+        self.reader = redis.from_url(settings.redis_url, socket_timeout=block_s + 5, decode_responses=True)
         self.read_backoff = 0.05
         self.reading = threading.Thread(target=self._read_loop, name=f"reader-{name}", daemon=True)
         self.reading.start()
@@ -111,11 +107,11 @@ class RedisWorkSource:
         while not self.stopped.is_set():
             if self.draining.is_set():  # shutting down: read nothing more, hand back what the solver never took
                 self._hand_back_inbox()
-                self.stopped.wait(READ_BLOCK_MS / 1000)
+                self.stopped.wait(self.settings.read_block_ms / 1000)
                 continue
             with self.wake:
                 if self.room <= 0 or self.inbox:  # no room, or a job already waits: read nothing ahead
-                    self.wake.wait(READ_BLOCK_MS / 1000)
+                    self.wake.wait(self.settings.read_block_ms / 1000)
                     continue
             try:
                 jobs = self._read()
@@ -140,13 +136,14 @@ class RedisWorkSource:
             self.release(job)
 
     def _read(self) -> list[Job]:
-        """One reclaimed or new job (or none after ``READ_BLOCK_MS``), recorded as held."""
+        """One reclaimed or new job (or none after ``read_block_ms``), recorded as held."""
         jobs: list[tuple[str, Job]] = []  # recorded as held only when returned, even if a later call fails
         try:
             jobs += self._reclaim(1)
             if not jobs:
                 streams: dict[Any, Any] = {self.keys.jobs: ">"}
-                reply: Any = self.reader.xreadgroup(GROUP, self.name, streams, count=1, block=READ_BLOCK_MS)
+                block = self.settings.read_block_ms
+                reply: Any = self.reader.xreadgroup(GROUP, self.name, streams, count=1, block=block)
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         job = self._job(entry_id, fields)
@@ -224,7 +221,7 @@ class RedisWorkSource:
         self._deliver(job, entry, result)
 
     def _deliver(self, job: Job, entry: str | None, result: Result) -> None:
-        """Retried until Redis takes it; while draining, at most ``DRAIN_ATTEMPTS`` tries: an unacknowledged job is
+        """Retried until Redis takes it; while draining, at most ``drain_attempts`` tries: an unacknowledged job is
         reclaimed and re-run by another worker (same seed, same answer), so giving up loses nothing."""
         attempts, backoff = 0, 0.05
         while True:
@@ -238,7 +235,7 @@ class RedisWorkSource:
                 log.error("redis refused a result; retrying", extra={"job": job.id, "error": str(error)})
                 backoff = self._pause(error, backoff)
             attempts += 1
-            if self.draining.is_set() and attempts >= DRAIN_ATTEMPTS:
+            if self.draining.is_set() and attempts >= self.settings.drain_attempts:
                 log.error("result not delivered before shutdown; the job will be reclaimed", extra={"job": job.id})
                 return
 
@@ -288,39 +285,7 @@ class RedisWorkSource:
         with self.wake:
             self.room = 0
             self.wake.notify_all()
-        self.reading.join(READ_BLOCK_MS / 1000 + 1)  # a read in flight ends, and its job is handed back
+        self.reading.join(self.settings.read_block_ms / 1000 + 1)  # a read in flight ends, and its job is handed back
         self._hand_back_inbox()
         with contextlib.suppress(*TRANSIENT):
             self.client.zrem(self.keys.workers, self.name)
-
-
-def run_worker(settings: Settings, name: str | None = None, metrics_port: int | None = None) -> int:
-    """``parafeed worker``: serve jobs until SIGTERM/SIGINT, then drain (finish or hand back) and exit."""
-    from app.worker import Worker
-    from samplers.engine import Engine
-
-    if not settings.redis_url:
-        raise ValueError("parafeed worker needs --redis-url (or PARAFEED_REDIS_URL)")
-    name = name or f"{socket.gethostname()}-{os.getpid()}"
-    engine = Engine(settings.device, settings.registry)
-    engine.load_all()
-    source = RedisWorkSource(settings, name)
-    worker = Worker(engine, source, settings, name)
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=settings.metrics_host)
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("signal received: draining", extra={"signal": signum})
-        source.draining.set()
-        worker.stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    try:
-        worker.run()
-    finally:
-        source.leave()
-    return 0

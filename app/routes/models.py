@@ -1,15 +1,15 @@
-"""GET /models: what is served, and what each model can do."""
+"""GET /models: what is served, and what each model can do (its family's description)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from app.deps import AuthDep, EngineDep
-from app.schemas import ModelOut
+from samplers.family import ModelInfo
 
 router = APIRouter(tags=["models"], dependencies=[AuthDep])
 
 
-@router.get("/models", response_model=list[ModelOut])
-def list_models(engine: EngineDep) -> list[dict[str, object]]:
-    return [info.as_json() for info in engine.models()]
+@router.get("/models", response_model=list[ModelInfo])
+def list_models(engine: EngineDep) -> list[ModelInfo]:
+    return engine.models()

@@ -1,4 +1,4 @@
-"""Every endpoint of the embedded server: the happy path and each error code (DESIGN.md section 4)."""
+"""Every endpoint of the embedded server: the happy path and each error code (docs/ARCHITECTURE.md, "Contracts")."""
 
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ def test_health_ready_docs_and_request_ids(client: TestClient) -> None:
 
 def test_models_list(client: TestClient) -> None:
     models = {m["name"]: m for m in client.get("/models").json()}
-    assert models["made-tiny"] == {"name": "made-tiny", "kind": "sampler", "shape": [1, 8, 8], "sequential_steps": 64,
-                                   "methods": models["made-tiny"]["methods"], "description": "tiny made"}  # fmt: skip
+    methods = models["made-tiny"]["methods"]
+    expected = {"name": "made-tiny", "kind": "sampler", "shape": [1, 8, 8], "sequential_steps": 64, "methods": methods,
+                "tasks": {"sample": methods}, "description": "tiny made"}  # fmt: skip
+    assert models["made-tiny"] == expected
     assert "jacobi_split" in models["made-tiny"]["methods"]
     assert models["densenet-tiny"]["kind"] == "classifier"
     assert models["rnn-tiny"]["kind"] == "sequence"
@@ -53,8 +55,8 @@ def test_sample_equals_the_library_answer(client: TestClient, server_registry: P
     assert r.status_code == 200
     answer = r.json()
     library = sample(Engine("cpu", server_registry), "pixelcnnpp-tiny", 5, "jacobi", 9)
-    assert answer["samples"] == library["samples"]
-    assert answer["iterations"] == library["iterations"]
+    assert answer["samples"] == library.samples
+    assert answer["iterations"] == library.iterations
     assert answer["verified"] is True
     assert answer["shape"] == [5, 1, 8, 8]
     assert set(answer["timings_ms"]) == {"queue", "compute"}

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from app.jobs import Job, Result
 from app.main import create_app
-from app.rows import SampleCheck
 from app.settings import Settings
 from app.worker import Worker
+from app.worker.owners import SpotCheck
 from samplers.engine import Engine
 from samplers.sampling import sample
 
@@ -37,8 +37,8 @@ def test_concurrent_mixed_requests_each_equal_the_answer_computed_alone(server_r
     for body, answer in zip(requests, answers, strict=True):
         assert answer.status_code == 200
         alone = sample(engine, body["model"], body["num_samples"], body["method"], body["seed"])
-        assert answer.json()["samples"] == alone["samples"], body
-        assert answer.json()["iterations"] == alone["iterations"], body
+        assert answer.json()["samples"] == alone.samples, body
+        assert answer.json()["iterations"] == alone.iterations, body
 
 
 def finish_order(registry: Path, batching: str) -> list[str]:
@@ -138,14 +138,13 @@ def run_until_answered(worker: Worker, source: FakeSource, jobs: list[Job], turn
     raise AssertionError(f"answered {len(answered)} of {len(jobs)} jobs")
 
 
-def test_verify_rides_in_the_batch_and_holds_nobody_else_back(
-    server_registry: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("app.worker.TURN_S", 0.0)  # one iteration per turn: the batch is seen between iterations
+def test_verify_rides_in_the_batch_and_holds_nobody_else_back(server_registry: Path) -> None:
     checked, plain = sample_job(3, 7), sample_job(2, 8)
     checked.payload["verify"] = True
     source = FakeSource([checked, plain])
-    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=16, max_samples=8, max_wait_ms=0))
+    # turn_ms ~0: one iteration per turn, so the batch is seen between iterations
+    settings = Settings(max_batch_rows=16, max_samples=8, max_wait_ms=0, turn_ms=1e-6)
+    worker = Worker(Engine("cpu", server_registry), source, settings)
     worker.turn()
     assert worker.active_rows() == 2 * 3 + 2  # the verified request brought its sequential reference rows
     answered = run_until_answered(worker, source, [checked, plain])
@@ -154,8 +153,8 @@ def test_verify_rides_in_the_batch_and_holds_nobody_else_back(
     assert body["verified"] is True
     assert body["verified_per_sample"] == [True, True, True]
     alone = sample(Engine("cpu", server_registry), "made-tiny", 3, "jacobi", 7)
-    assert body["samples"] == alone["samples"]
-    assert body["iterations"] == alone["iterations"]
+    assert body["samples"] == alone.samples
+    assert body["iterations"] == alone.iterations
 
 
 def test_background_checks_run_in_spare_rows_while_the_batch_is_busy(server_registry: Path) -> None:
@@ -173,7 +172,7 @@ def test_background_checks_run_in_spare_rows_while_the_batch_is_busy(server_regi
     worker = Worker(Engine("cpu", server_registry), source, settings)
     for _ in range(400):
         worker.turn()
-        held = sum(len(g.owners_of_kind(SampleCheck)) for g in worker.groups.values())
+        held = sum(len(g.owners_of_kind(SpotCheck)) for g in worker.lanes.values())
         assert held <= 2  # verification never holds more rows than verify_rows
         if equal_checks() - before == 4:
             break
@@ -195,21 +194,18 @@ def test_whole_jobs_are_fetched_one_at_a_time(server_registry: Path) -> None:
 
 
 def test_errors_become_answers_that_name_the_fault() -> None:
-    from app.inputs import InputError
-    from app.worker import error_result
+    from app.errors import answer_for
     from models.data import DataNotFoundError
     from models.registry import UnknownModelError
+    from samplers.inputs import InputError
 
-    job = sample_job(1, 0)
-    bad = error_result(job, InputError("inputs", "must be finite numbers"))
-    assert (bad.status, bad.body["detail"][0]["loc"]) == (422, ["body", "inputs"])
-    assert error_result(job, UnknownModelError("unknown model 'x'")).status == 404
-    no_data = error_result(job, DataNotFoundError("install dataset-fashion-mnist"))
-    assert no_data.status == 503
-    assert "dataset-fashion-mnist" in no_data.body["detail"]
-    ours = error_result(job, ValueError("internal detail that must not leak"))
-    assert ours.status == 500
-    assert ours.body == {"detail": "internal error"}
+    status, detail = answer_for(InputError("inputs", "must be finite numbers"))
+    assert (status, detail[0]["loc"]) == (422, ["body", "inputs"])
+    assert answer_for(UnknownModelError("unknown model 'x'"))[0] == 404
+    status, detail = answer_for(DataNotFoundError("install dataset-fashion-mnist"))
+    assert status == 503
+    assert "dataset-fashion-mnist" in detail
+    assert answer_for(ValueError("internal detail that must not leak")) == (500, "internal error")
 
 
 class ArrivingSource(FakeSource):
@@ -226,17 +222,15 @@ class ArrivingSource(FakeSource):
         return bool(self.jobs) and wanted > 0
 
 
-def test_a_turn_iterates_until_a_job_arrives_for_free_rows(
-    server_registry: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("app.worker.TURN_S", 60.0)  # only an arrival (or a finished row) may end this turn
+def test_a_turn_iterates_until_a_job_arrives_for_free_rows(server_registry: Path) -> None:
     long = sample_job(2, 1, "made-slow")
     long.payload["method"] = "sequential"  # 784 iterations
     arrival = sample_job(1, 2)
     source = ArrivingSource([long], arrival, after=4)  # asked once after admission, then after each iteration
-    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=8, max_samples=8))
+    # turn_ms 60 s: only an arrival (or a finished row) may end this turn
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_batch_rows=8, max_samples=8, turn_ms=60e3))
     worker.turn()
-    (group,) = worker.groups.values()
+    (group,) = worker.lanes.values()
     assert group.batch.iterations.tolist() == [3, 3]  # three iterations in one turn, then it looked up
     worker.turn()
     assert source.jobs == []  # the arrival was taken in at the start of the next turn

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from app.cli import main
-from tests.samplers.conftest import build_registry
+from tests.fixtures.registries import build_registry
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_models_lists_the_catalog(capsys: pytest.CaptureFixture[str], registry: 
     by_name = {m["name"]: m for m in models}
     assert by_name["made-tiny"]["kind"] == "sampler"
     assert by_name["made-tiny"]["sequential_steps"] == 64
-    assert set(by_name["made-tiny"]) == {"name", "kind", "shape", "sequential_steps", "methods", "description"}
+    assert set(by_name["made-tiny"]) == {"name", "kind", "shape", "sequential_steps", "methods", "tasks", "description"}
 
 
 def test_sample_json_is_the_http_body_and_methods_agree(

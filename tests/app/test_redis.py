@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from samplers.engine import Engine
 from samplers.sampling import sample
-from tests.server_fixtures import RedisServer, start_server, start_worker, stop, wait_ready
+from tests.fixtures.servers import RedisServer, start_server, start_worker, stop, wait_ready
+
+pytestmark = pytest.mark.integration
 
 SLOW = {"model": "made-slow", "num_samples": 8, "method": "sequential", "seed": 11}
 FAST = {"model": "made-tiny", "num_samples": 3, "method": "jacobi", "seed": 5}
@@ -53,7 +56,7 @@ def test_answers_flow_through_redis_and_readiness_is_honest(redis_server: RedisS
         wait_ready(base)
         r = httpx.post(f"{base}/sample", json=FAST, timeout=60)
         assert r.status_code == 200
-        assert r.json()["samples"] == sample(Engine("cpu", server_registry), **{**FAST, "num_samples": 3})["samples"]
+        assert r.json()["samples"] == sample(Engine("cpu", server_registry), **{**FAST, "num_samples": 3}).samples
         g = httpx.post(f"{base}/gradient", json={"model": "gru-tiny", "method": "scan", "verify": True}, timeout=60)
         assert g.json()["verified"]["max_abs_diff"] <= 1e-5
         stop(worker, signal.SIGKILL)
@@ -80,7 +83,7 @@ def test_a_killed_workers_job_is_rerun_elsewhere_and_answered_once(
         assert box["response"].status_code == 200, box["response"].json()
         answer = box["response"].json()
         expected = sample(Engine("cpu", server_registry), **SLOW)
-        assert answer["samples"] == expected["samples"]  # the same answer: the seed travelled with the job
+        assert answer["samples"] == expected.samples  # the same answer: the seed travelled with the job
         client = redis_server.client()
         assert client.xlen("parafeed:jobs") == 0  # acknowledged and deleted
         assert not client.keys("parafeed:result:*")  # the one result was taken, no second copy waits
@@ -177,7 +180,7 @@ def test_a_redis_restart_loses_no_accepted_request(redis_server: RedisServer, se
         engine = Engine("cpu", server_registry)
         for body, (status, answer) in zip(bodies, results, strict=True):
             assert status == 200, answer  # accepted, so answered: re-submitted if Redis forgot it
-            assert answer["samples"] == sample(engine, **body)["samples"]
+            assert answer["samples"] == sample(engine, **body).samples
     finally:
         stop(worker)
         stop(server)
@@ -273,7 +276,7 @@ def test_a_quick_redis_restart_with_a_backlog_loses_nothing(redis_server: RedisS
         engine = Engine("cpu", server_registry)
         for body, box in zip(bodies, boxes, strict=True):
             assert box["response"].status_code == 200, box
-            assert box["response"].json()["samples"] == sample(engine, **body)["samples"]
+            assert box["response"].json()["samples"] == sample(engine, **body).samples
     finally:
         if worker is not None:
             stop(worker)

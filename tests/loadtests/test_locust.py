@@ -10,6 +10,8 @@ import pytest
 
 from loadtests import run
 
+pytestmark = pytest.mark.integration
+
 
 def test_short_locust_run_passes_its_thresholds(
     server_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -33,11 +33,13 @@ def test_reads_plain_and_gzipped_idx(tiny_dir: Path) -> None:
     assert test.labels.dtype == torch.int64
 
 
-def test_explicit_directory_beats_the_environment(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PARAFEED_DATA", "/nonexistent")
+def test_the_data_setting_reaches_the_loader(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
     assert data.data_dir(tiny_dir) == tiny_dir
     monkeypatch.setenv("PARAFEED_DATA", str(tiny_dir))
-    assert data.data_dir() == tiny_dir
+    assert data.data_dir(Settings().data) == tiny_dir
+    assert Settings().engine().test_split().images.shape == (5, 28, 28)
 
 
 def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:

@@ -58,10 +58,17 @@ def test_a_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
         load_model("rnn-fmnist", tmp_path)
 
 
-def test_registry_directory_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PARAFEED_CHECKPOINTS", str(tmp_path))
+def test_registry_directory_from_the_setting_and_its_old_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    monkeypatch.setenv("PARAFEED_REGISTRY", str(tmp_path))
+    assert Settings().registry == str(tmp_path)
     with pytest.raises(UnknownModelError, match="has: none"):
-        load_model("made-fmnist")
+        load_model("made-fmnist", Settings().registry)
+    monkeypatch.delenv("PARAFEED_REGISTRY")
+    monkeypatch.setenv("PARAFEED_CHECKPOINTS", str(tmp_path))  # the old name: still works, and says so
+    with pytest.warns(DeprecationWarning, match="PARAFEED_REGISTRY"):
+        assert Settings().registry == str(tmp_path)
 
 
 def test_unknown_name_lists_what_exists() -> None:

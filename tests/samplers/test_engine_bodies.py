@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers.engine import Engine, WrongKindError
+from samplers.engine import Engine
+from samplers.inputs import WrongKindError
 
 
 @pytest.fixture(scope="module")
@@ -14,53 +15,62 @@ def engine(tiny_registry: Path) -> Engine:
 
 
 def test_densenet_jacobi_is_bitwise_the_sequential_forward(engine: Engine) -> None:
-    images = engine.test_inputs("densenet-tiny", 5, seed=3)
-    sequential = engine.infer("densenet-tiny", images, "sequential")
-    jacobi = engine.infer("densenet-tiny", images, "jacobi", verify=True)
-    assert jacobi["outputs"] == sequential["outputs"]
-    assert jacobi["verified"]["equal"] is True
-    assert jacobi["exact"] is True
-    assert max(jacobi["iterations"]) <= jacobi["sequential_steps"]
-    assert jacobi["predictions"] == torch.tensor(sequential["outputs"]).argmax(1).tolist()
+    common = {"model": "densenet-tiny", "batch": 5, "seed": 3}
+    sequential = engine.call("infer", method="sequential", **common)
+    jacobi = engine.call("infer", method="jacobi", verify=True, **common)
+    assert jacobi.outputs == sequential.outputs
+    assert jacobi.verified.equal is True
+    assert jacobi.exact is True
+    assert max(jacobi.iterations) <= jacobi.sequential_steps
+    assert jacobi.predictions == torch.tensor(sequential.outputs).argmax(1).tolist()
+    assert jacobi.sequential_steps == engine.info("densenet-tiny").sequential_steps  # /models says what /infer does
 
 
 def test_tolerance_and_truncation_are_not_called_exact(engine: Engine) -> None:
-    images = engine.test_inputs("densenet-tiny", 3, seed=4)
-    loose = engine.infer("densenet-tiny", images, "jacobi", tol=1e-2)
-    assert loose["exact"] is False
-    cut = engine.infer("densenet-tiny", images, "jacobi", max_iterations=2)
-    assert cut["exact"] is False
-    assert cut["converged"] is False
-    assert cut["residual"] > 0
+    common = {"model": "densenet-tiny", "batch": 3, "seed": 4, "method": "jacobi"}
+    loose = engine.call("infer", tol=1e-2, **common)
+    assert loose.exact is False
+    cut = engine.call("infer", max_iterations=2, **common)
+    assert cut.exact is False
+    assert cut.converged is False
+    assert cut.residual > 0
 
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
 @pytest.mark.parametrize("batch", [1, 3, 4, 9])
 def test_sequence_inference_by_jacobi_is_bitwise_the_loop(engine: Engine, name: str, batch: int) -> None:
-    x = engine.test_inputs(name, batch, seed=1)
-    body = engine.infer(name, x, "jacobi", verify=True)
-    sequential = engine.infer(name, x, "sequential")
-    assert body["exact"] is True
-    assert body["verified"] == {"max_abs_diff": 0.0, "equal": True}
-    assert body["outputs"] == sequential["outputs"]
-    assert max(body["iterations"]) <= body["sequential_steps"]
+    body = engine.call("infer", model=name, batch=batch, seed=1, method="jacobi", verify=True)
+    sequential = engine.call("infer", model=name, batch=batch, seed=1, method="sequential")
+    assert body.exact is True
+    assert body.verified.model_dump() == {"max_abs_diff": 0.0, "equal": True}
+    assert body.outputs == sequential.outputs
+    assert max(body.iterations) <= body.sequential_steps
 
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
 def test_gradient_bodies_agree_with_autograd(engine: Engine, name: str) -> None:
-    x = engine.test_inputs(name, 3, seed=2)
     for method in ("scan", "jacobi"):
-        body = engine.gradient(name, x, method, verify=True)
-        assert body["exact"] is True
-        assert body["verified"]["max_abs_diff"] <= 1e-5
-        assert set(body["gradients"]) == {n for n, _ in engine.model(name).named_parameters()}
-    cut = engine.gradient(name, x, "jacobi", max_iterations=2)
-    assert cut["exact"] is False
-    assert cut["iterations"] == 2
+        body = engine.call("gradient", model=name, batch=3, seed=2, method=method, verify=True)
+        assert body.exact is True
+        assert body.verified.max_abs_diff <= 1e-5
+        assert set(body.gradients) == {n for n, _ in engine.model(name).named_parameters()}
+    cut = engine.call("gradient", model=name, batch=3, seed=2, method="jacobi", max_iterations=2)
+    assert cut.exact is False
+    assert cut.iterations == 2
 
 
-def test_wrong_kinds_are_refused(engine: Engine) -> None:
+def test_explicit_inputs_give_the_same_answer_as_the_test_set_they_came_from(engine: Engine) -> None:
+    x = engine.test_inputs("rnn-tiny", 2, seed=5)
+    drawn = engine.call("gradient", model="rnn-tiny", batch=2, seed=5, method="scan")
+    given = engine.call("gradient", model="rnn-tiny", inputs=x.tolist(), method="scan")
+    assert given.gradients == drawn.gradients
+
+
+def test_wrong_kinds_are_refused_naming_the_model_field(engine: Engine) -> None:
+    with pytest.raises(WrongKindError) as caught:
+        engine.call("gradient", model="densenet-tiny")
+    assert caught.value.field == "model"
     with pytest.raises(WrongKindError):
-        engine.gradient("densenet-tiny", torch.zeros(1, 25))
+        engine.call("infer", model="made-tiny")
     with pytest.raises(WrongKindError):
-        engine.infer("made-tiny", torch.zeros(1, 64))
+        engine.call("sample", model="rnn-tiny")

@@ -21,21 +21,21 @@ def engine(tiny_registry: Path) -> Engine:
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_every_method_equals_sequential(engine: Engine, name: str, seed: int) -> None:
     reference = sample(engine, name, num_samples=5, method="sequential", seed=seed)
-    assert reference["iterations"] == [reference["sequential_steps"]] * 5
+    assert reference.iterations == [reference.sequential_steps] * 5
     methods = engine.sampling_system(name).methods
     assert set(METHODS) <= set(methods)
     for method in methods:
         body = sample(engine, name, num_samples=5, method=method, seed=seed, verify=True)
-        assert body["samples"] == reference["samples"], method
-        assert body["verified"] is True
-        assert body["converged"] is True
-        assert max(body["iterations"]) <= body["sequential_steps"]
+        assert body.samples == reference.samples, method
+        assert body.verified is True
+        assert body.converged is True
+        assert max(body.iterations) <= body.sequential_steps
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sample_i_is_independent_of_batch_size_and_composition(engine: Engine, name: str) -> None:
     system = engine.sampling_system(name)
-    from samplers.system import solve_system
+    from samplers.work import solve_system
 
     with torch.inference_mode():
         full = solve_system(system, system.draw_noise(7, range(9)), "jacobi").samples
@@ -46,48 +46,49 @@ def test_sample_i_is_independent_of_batch_size_and_composition(engine: Engine, n
 
 def test_seed_is_echoed_and_random_when_missing(engine: Engine) -> None:
     a = sample(engine, "made-tiny", num_samples=2, method="jacobi")
-    b = sample(engine, "made-tiny", num_samples=2, method="jacobi", seed=a["seed"])
-    assert a["samples"] == b["samples"]
+    b = sample(engine, "made-tiny", num_samples=2, method="jacobi", seed=a.seed)
+    assert a.samples == b.samples
 
 
 @pytest.mark.parametrize("model", ["pixelcnnpp-tiny", "made-tiny"])
 def test_auto_picks_an_exact_method_and_says_which(engine: Engine, model: str) -> None:
     body = sample(engine, model, num_samples=3, method="auto", seed=3, verify=True)
-    assert body["method"] in (*METHODS, "jacobi_split")
-    assert body["verified"] is True
+    assert body.method in (*METHODS, "jacobi_split")
+    assert body.verified is True
 
 
 def test_auto_follows_the_measured_table(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from samplers import auto
+    from samplers.auto import Choice
 
     monkeypatch.setattr(auto, "TABLE", tmp_path / "auto.json")
     auto._table.cache_clear()
     try:
-        assert auto.pick_method("made", "cpu", fallback="jacobi") == "jacobi"  # nothing measured: exact fallback
-        assert engine.resolve("rnn-gradient", "auto") == "sequential"
-        auto.record({"made": "gs_jacobi:56", "rnn-gradient": "scan"}, "cpu")
-        auto.record({"made": "jacobi"}, "cuda")  # another device keeps the first one's entries
-        assert auto.pick_method("made", "cpu") == "gs_jacobi:56"
-        assert engine.resolve("rnn-gradient", "auto") == "scan"
+        assert auto.pick("made", "cpu", fallback="jacobi") == Choice("jacobi")  # nothing measured: exact fallback
+        assert engine.resolve("rnn-tiny", "gradient", "auto") == Choice("sequential")
+        auto.record({"made": Choice("gs_jacobi", 56), "rnn-gradient": Choice("scan")}, "cpu")
+        auto.record({"made": Choice("jacobi")}, "cuda")  # another device keeps the first one's entries
+        assert auto.pick("made", "cpu", fallback="jacobi") == Choice("gs_jacobi", 56)
+        assert engine.resolve("rnn-tiny", "gradient", "auto") == Choice("scan")
         body = sample(engine, "made-tiny", num_samples=2, method="auto", seed=1)
-        assert body["method"] == "gs_jacobi"
-        assert engine.resolve("rnn-gradient", "jacobi") == "jacobi"  # an explicit method is never replaced
+        assert body.method == "gs_jacobi"
+        assert engine.resolve("rnn-tiny", "gradient", "jacobi") == Choice("jacobi")  # explicit: never replaced
     finally:
         auto._table.cache_clear()
 
 
 def test_truncated_sampling_says_it_did_not_converge(engine: Engine) -> None:
     body = sample(engine, "made-tiny", num_samples=3, method="jacobi", seed=1, max_iterations=1)
-    assert body["converged"] is False
-    assert body["iterations"] == [1, 1, 1]
+    assert body.converged is False
+    assert body.iterations == [1, 1, 1]
 
 
 def test_png_format_returns_base64_images(engine: Engine) -> None:
     import base64
 
     body = sample(engine, "pixelcnnpp-rgb-tiny", num_samples=2, method="jacobi", seed=1, output_format="png")
-    assert len(body["samples"]) == 2
-    assert base64.b64decode(body["samples"][0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(body.samples) == 2
+    assert base64.b64decode(body.samples[0])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_classifier_cannot_be_sampled(engine: Engine, tiny_registry: Path) -> None:
@@ -103,13 +104,14 @@ def test_a_classifier_cannot_be_sampled(engine: Engine, tiny_registry: Path) -> 
 
 def test_pixelcnnpp_caching_changes_the_work_not_the_answer() -> None:
     """On a 4-band model: cached and uncached systems give the same samples for every method."""
+    from benchmarks.baselines import UncachedPixelCNNpp
     from models.pixelcnnpp import PixelCNNpp, PixelCNNppConfig
-    from samplers.pixelcnnpp import PixelCNNppSystem
-    from samplers.system import solve_system
+    from samplers.families.pixelcnnpp import PixelCNNppSystem
+    from samplers.work import solve_system
 
     torch.manual_seed(4)
     model = PixelCNNpp(PixelCNNppConfig(image_size=16, nr_resnet=1, nr_filters=8, nr_mix=3)).eval()
-    cached, uncached = PixelCNNppSystem(model, "m"), PixelCNNppSystem(model, "m", mode="banded")
+    cached, uncached = PixelCNNppSystem(model, "m"), UncachedPixelCNNpp(model, "m")
     with torch.inference_mode():
         noise = cached.draw_noise(5, range(4))
         reference = solve_system(uncached, noise, "sequential").samples
@@ -121,8 +123,8 @@ def test_pixelcnnpp_caching_changes_the_work_not_the_answer() -> None:
 def test_split_iteration_needs_fewer_passes_than_jacobi(engine: Engine) -> None:
     jacobi = sample(engine, "made-tiny", num_samples=8, method="jacobi", seed=11)
     split = sample(engine, "made-tiny", num_samples=8, method="jacobi_split", seed=11)
-    assert split["samples"] == jacobi["samples"]
-    assert sum(split["iterations"]) < sum(jacobi["iterations"])
+    assert split.samples == jacobi.samples
+    assert sum(split.iterations) < sum(jacobi.iterations)
 
 
 def test_unknown_method_for_a_family_is_named(engine: Engine) -> None:

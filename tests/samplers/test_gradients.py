@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.rnn import RecurrentRegressor, RNNConfig
-from samplers.gradients import BackwardSystem, autograd_gradient, max_abs_diff, rnn_gradient
+from samplers.bptt import BackwardSystem, autograd_gradient, max_abs_diff, rnn_gradient
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 

@@ -5,7 +5,7 @@ import torch
 
 from samplers.engine import Engine
 from samplers.sampling import sample
-from samplers.system import solve_system
+from samplers.work import solve_system
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,9 @@ def test_made_every_method_equals_sequential(engine: Engine, seed: int) -> None:
     reference = sample(engine, "made-fmnist", 8, "sequential", seed)
     for method in ("jacobi", "jacobi_split", "jacobi_gs", "gs_jacobi"):
         body = sample(engine, "made-fmnist", 8, method, seed)
-        assert body["samples"] == reference["samples"], method
-        assert body["converged"] is True
-        assert max(body["iterations"]) <= 784
+        assert body.samples == reference.samples, method
+        assert body.converged is True
+        assert max(body.iterations) <= 784
 
 
 def test_made_sample_i_does_not_depend_on_the_batch(engine: Engine) -> None:
@@ -37,8 +37,8 @@ def test_pixelcnnpp_methods_equal_the_cached_sequential_sampler(engine: Engine, 
     reference = sample(engine, "pixelcnnpp-fmnist", 2, "sequential", seed)
     for method in methods:
         body = sample(engine, "pixelcnnpp-fmnist", 2, method, seed, block_size=112 if method == "gs_jacobi" else None)
-        assert body["samples"] == reference["samples"], method
-        assert max(body["iterations"]) < 784
+        assert body.samples == reference.samples, method
+        assert max(body.iterations) < 784
 
 
 def test_pixelcnnpp_sample_i_does_not_depend_on_the_batch(engine: Engine) -> None:

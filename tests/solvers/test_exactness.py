@@ -1,4 +1,4 @@
-"""Every method returns exactly the sequential solution, within its guarantee bound (DESIGN.md section 3)."""
+"""Every method returns exactly the sequential solution, within its bound (docs/ARCHITECTURE.md, "Contracts")."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""PixelCNN++ sampling as a lower-triangular system of pixels (Song et al., ICML 2021, arXiv 2002.03629).
+"""The PixelCNN++ family: sampling 8-bit images as a lower-triangular system of pixels (Song et al., ICML 2021,
+arXiv 2002.03629).
 
 Unknown t is pixel t in raster order, a vector of C integer levels 0..255 (its sub-pixels are coupled inside
 the head, so one pixel is one unknown). With fixed uniforms per pixel, drawn before solving (mixture choice by
@@ -11,16 +12,14 @@ will read. So the sequential sampler is the cached one (a band per pixel, not th
 frozen prefix and GS-Jacobi its frozen prefix and everything below its window. Every method computes the same
 banded map, bit for bit.
 
-Modes (all through the same solver loop): "cached" (the default: banded with caches), "banded" (banded, every
-band every time: what the caches save) and "plain" (the textbook sampler: ``model.forward`` on the whole image;
-equal to the banded map only to float32 rounding, so its samples are compared, not assumed equal).
+The benchmarks' baselines (every band every time; the textbook whole-image forward) are variants of this system
+in ``benchmarks/baselines.py``.
 
 Shapes: x (N, H*W, C) long levels; noise (N, nr_mix + C, H, W) uniforms (mixture choice first, then values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,17 +27,32 @@ import torch
 from models.dmol import dmol_sample, from_levels
 from models.pixelcnnpp import PixelCNNpp
 from models.pixelcnnpp_bands import BAND, BandCache, BandedPixelCNNpp
+from models.registry import Entry
 from samplers.noise import uniforms
+from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
+from samplers.system import Plan
+
+
+class PixelCNNppFamily(SamplerFamily):
+    name = "pixelcnnpp"
+    offers = sampling_offer(PLAIN, auto_key="pixelcnnpp")
+
+    def describe(self, entry: Entry) -> tuple[list[int], int]:
+        size, channels = int(entry.config.get("image_size", 28)), int(entry.config.get("channels", 1))
+        return [channels, size, size], size * size
+
+    def system(self, model: torch.nn.Module, name: str) -> PixelCNNppSystem:
+        assert isinstance(model, PixelCNNpp)
+        return PixelCNNppSystem(model, name)
 
 
 class PixelCNNppSystem:
     dtype = torch.long
-    methods: tuple[str, ...] = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")
+    levels = 256
+    methods: tuple[str, ...] = PLAIN
 
-    def __init__(self, model: PixelCNNpp, name: str, mode: str = "cached") -> None:
-        if mode not in ("cached", "banded", "plain"):
-            raise ValueError(f"mode must be cached, banded or plain; got {mode!r}")
-        self.model, self.name, self.mode = model, name, mode
+    def __init__(self, model: PixelCNNpp, name: str) -> None:
+        self.model, self.name = model, name
         cfg = model.config
         self.channels, self.size, self.nr_mix = cfg.channels, cfg.image_size, cfg.nr_mix
         self.unknowns = cfg.image_size**2
@@ -55,8 +69,8 @@ class PixelCNNppSystem:
     def initial_guess(self, noise: torch.Tensor) -> torch.Tensor:
         return torch.zeros(noise.shape[0], self.unknowns, self.channels, dtype=torch.long, device=noise.device)
 
-    def plan(self, method: str) -> tuple[str, Callable[..., torch.Tensor]]:
-        return method, self.evaluate
+    def plan(self, method: str) -> Plan:
+        return Plan(method, self.evaluate, "evaluate")
 
     def new_cache(self, capacity: int) -> BandCache:
         return self.banded.new_cache(capacity)
@@ -71,7 +85,7 @@ class PixelCNNppSystem:
     def band_range(self, cache: BandCache | None, slots: torch.Tensor, span: torch.Tensor | None) -> tuple[int, int]:
         """Bands [first, last) to compute: from the earliest band not cached for every row, to the last read."""
         bands = self.size // BAND
-        if self.mode != "cached" or cache is None or span is None:
+        if cache is None or span is None:
             return 0, bands
         first = int(cache.valid[slots].min()) // BAND
         last_row = -(-int(span[:, 1].max()) // self.size)
@@ -86,10 +100,6 @@ class PixelCNNppSystem:
         span: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n = x.shape[0]
-        if self.mode == "plain":
-            params = self.model(self.to_images(x))
-            levels = dmol_sample(params, noise[:, : self.nr_mix], noise[:, self.nr_mix :], self.nr_mix)
-            return levels.flatten(2).transpose(1, 2)
         if cache is None or slots is None:
             cache, slots, span = self.banded.new_cache(n), torch.arange(n, device=x.device), None
         first, last = self.band_range(cache, slots, span)

@@ -1,4 +1,4 @@
-"""MADE sampling as a lower-triangular system of binary unknowns (Song et al., ICML 2021, arXiv 2002.03629).
+"""The MADE family: sampling binarized images as a lower-triangular system (Song et al., ICML 2021, arXiv 2002.03629).
 
 Unknown d is pixel d (raster order). With fixed uniforms u (one per pixel, drawn before solving),
     x_d = 1[u_d < sigmoid(logit_d(x_{<d}))],
@@ -19,26 +19,43 @@ method reaches bit for bit the sequential sample. Shapes: x (N, D) float32 of 0/
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from models.made import MADE
+from models.registry import Entry
+from samplers.family import Offer
 from samplers.noise import uniforms
+from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
+from samplers.system import Plan
 
-Evaluate = Callable[..., torch.Tensor]
+SPLIT = "jacobi_split"  # needs direct connections
+
+
+class MadeFamily(SamplerFamily):
+    name = "made"
+    offers = sampling_offer((*PLAIN, SPLIT), auto_key="made")
+
+    def offers_for(self, entry: Entry) -> dict[str, Offer]:
+        return self.offers if entry.config.get("direct", True) else sampling_offer(PLAIN, auto_key="made")
+
+    def describe(self, entry: Entry) -> tuple[list[int], int]:
+        return list(entry.config.get("image_shape", [1, 28, 28])), int(entry.config.get("input_size", 784))
+
+    def system(self, model: torch.nn.Module, name: str) -> MadeSystem:
+        assert isinstance(model, MADE)
+        return MadeSystem(model, name)
 
 
 class MadeSystem:
     unknown_shape: tuple[int, ...] = ()
     dtype = torch.float32
-    methods: tuple[str, ...] = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi", "jacobi_split")
+    levels = 2
 
-    def __init__(self, model: MADE, name: str, crop_outputs: bool = False) -> None:
-        # crop_outputs: compute only the logits the solver will read (the cheapest sequential sampler). Output
-        # GEMMs of another width may round differently, so this is a benchmark baseline, compared not trusted.
-        self.model, self.name, self.crop_outputs = model, name, crop_outputs
+    def __init__(self, model: MADE, name: str) -> None:
+        self.model, self.name = model, name
+        self.methods: tuple[str, ...] = (*PLAIN, SPLIT) if model.direct is not None else PLAIN
         self.unknowns = model.config.input_size
         self.image_shape = model.config.image_shape
         self.block_size = self.image_shape[2]
@@ -57,13 +74,12 @@ class MadeSystem:
     def reset(self, cache: Any, slots: torch.Tensor) -> None:
         pass
 
-    def plan(self, method: str) -> tuple[str, Evaluate]:
-        """(solver method, step) for a sampler method."""
-        if method == "jacobi_split":
+    def plan(self, method: str) -> Plan:
+        if method == SPLIT:
             if self.model.direct is None:
                 raise ValueError(f"{self.name} has no direct connections: jacobi_split does not apply")
-            return "jacobi", self.evaluate_split
-        return method, self.evaluate
+            return Plan("jacobi", self.evaluate_split, "evaluate_split")
+        return Plan(method, self.evaluate, "evaluate")
 
     def evaluate(
         self,
@@ -73,18 +89,7 @@ class MadeSystem:
         slots: torch.Tensor | None = None,
         span: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.crop_outputs and span is not None:
-            return self._evaluate_cropped(x, noise, int(span[:, 0].min()), int(span[:, 1].max()))
         return (noise < torch.sigmoid(self.model(x))).to(x.dtype)
-
-    def _evaluate_cropped(self, x: torch.Tensor, noise: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        model, columns = self.model, slice(lo, hi)
-        logits = model.hidden_logits(x, columns)
-        if model.direct is not None:
-            logits = logits + (model.direct_sum(x, columns) + model.direct.bias[columns])
-        y = x.clone()
-        y[:, lo:hi] = (noise[:, lo:hi] < torch.sigmoid(logits)).to(x.dtype)
-        return y
 
     def evaluate_split(
         self,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from samplers.backprop import TanhMLP, mlp_gradients
+from tests.solvers.mlp_backprop import TanhMLP, mlp_gradients
 
 
 def mlp(depth: int, width: int = 16, inputs: int = 10, classes: int = 5) -> TanhMLP:

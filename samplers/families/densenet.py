@@ -1,4 +1,5 @@
-"""DenseNet inference as one lower-triangular system over the whole network (Song et al., ICML 2021, sec. 4.2).
+"""The DenseNet family: inference as one lower-triangular system over the whole network (Song et al., ICML 2021,
+sec. 4.2).
 
 Unknowns, in order: the stem output, every layer of dense block 1, transition 1, the layers of block 2, ...,
 and last the logits. Each depends only on earlier ones: a dense layer on its block input and the layers before
@@ -19,17 +20,26 @@ Shapes: images (B, C, 28, 28); iterate (B, U, D) with each unknown flattened int
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from models.densenet import DenseBlock, DenseNet
 from models.invariance import pad_rows
+from models.registry import Entry
 from samplers import inference
+from samplers.family import Family, Limits, ModelInfo, Offer
 from samplers.inference import Forward
+from samplers.inputs import image_array
+from samplers.work import SliceWork
 from solvers import FixedPointBatch, solve
+
+if TYPE_CHECKING:
+    from samplers.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -128,17 +138,39 @@ def dense_solve(
     return DenseSolve(system.logits(result.x), result.iterations, result.converged, result.evaluations, residual)
 
 
-def infer_body(
-    system: DenseSystem, name: str, images: torch.Tensor, method: str, tol: float, max_iterations: int | None,
-    verify: bool,
-) -> dict[str, Any]:  # fmt: skip
-    """The JSON body of POST /infer for a classifier. "sequential" is the ordinary forward; "jacobi" the solve."""
+class DenseNetFamily(Family):
+    """DenseNet-BC classifiers: POST /infer by the ordinary forward or as one triangular system."""
 
-    def run() -> Forward:
-        if method == "sequential":  # the ordinary forward, layer after layer
-            return Forward(system.model(images), [system.length] * images.shape[0], True, 0.0)
-        solved = dense_solve(system, images, method, tol, max_iterations)
-        return Forward(solved.logits, solved.iterations.tolist(), bool(solved.converged.all()), solved.residual)
+    name, kind = "densenet", "classifier"
+    offers = {"infer": Offer(("sequential", "jacobi"), auto_key="densenet-infer", fallback="sequential")}  # noqa: RUF012
 
-    return inference.infer_body(name, method, system.length, tol, verify, run, lambda: system.model(images),
-                                lambda logits: logits.argmax(dim=1).tolist())  # fmt: skip
+    def describe(self, entry: Entry) -> tuple[list[int], int]:
+        layers = list(entry.config.get("block_layers", [6, 6, 6]))
+        unknowns = 1 + sum(layers) + (len(layers) - 1) + 1  # stem, dense layers, transitions, logits
+        return [int(entry.config.get("in_channels", 1)), 28, 28], unknowns
+
+    def system(self, model: torch.nn.Module, name: str) -> DenseSystem:
+        assert isinstance(model, DenseNet)
+        return DenseSystem(model)
+
+    @staticmethod
+    def parse(info: ModelInfo, limit: int) -> Callable[[Any, str], np.ndarray]:
+        shape = (info.shape[0], info.shape[1], info.shape[2])
+        return lambda value, field: image_array(value, shape, field, limit, info.name)
+
+    def check(self, task: str, request: Any, info: ModelInfo, limits: Limits) -> None:
+        inference.check_infer(request, self.parse(info, limits.max_batch_inputs), limits.max_batch_inputs)
+
+    def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> SliceWork:
+        system: DenseSystem = engine.system(request.model)
+        info = engine.info(request.model)
+        images = inference.request_inputs(engine, request, self.parse(info, sys.maxsize))
+
+        def run() -> Forward:
+            if method == "sequential":  # the ordinary forward, layer after layer
+                return Forward(system.model(images), [system.length] * images.shape[0], True, 0.0)
+            solved = dense_solve(system, images, method, request.tol, request.max_iterations)
+            return Forward(solved.logits, solved.iterations.tolist(), bool(solved.converged.all()), solved.residual)
+
+        return inference.infer_work(request, method, system.length, run, lambda: system.model(images),
+                                    lambda logits: logits.argmax(dim=1).tolist())  # fmt: skip

@@ -1,5 +1,7 @@
 """RNN gradients as a triangular linear system: ordinary BPTT, Jacobi (= truncated BPTT) and a parallel scan.
 
+The gradient half of the recurrent families (``samplers.families.recurrent``).
+
 For the next-pixel regressors of ``models.rnn`` with states h_0..h_T and loss L, let g_t = dL/dh_t. Then
     g_t = c_t + J_t^T g_{t+1},   g_T = c_T = 0,   c_t = W_o^T dL/do_t,   J_t = dh_{t+1}/dh_t,
 an upper block-bidiagonal system (Naumov 2017, arXiv 1712.06577; Song et al. 2021, arXiv 2002.03629, sec. 4.3).
@@ -16,17 +18,18 @@ Shapes: x (B, T) pixels in [0, 1]; states (B, T+1, H); g (B, T, H) = g_1..g_T.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from models.rnn import RecurrentRegressor
+from samplers.requests import GradientRequest, GradientResponse, GradientVerified, TensorOut
+from samplers.work import Context, Respond, SliceWork
 from solvers import solve_backward
 from solvers.scan import linear_scan
 
-GRADIENT_METHODS = ("sequential", "jacobi", "scan", "auto")
+GRADIENT_METHODS = ("sequential", "jacobi", "scan")
 SCAN_ELEMENTS = 2**27  # dense Jacobians held at once (512 MiB in float32): larger batches are scanned in chunks
 
 
@@ -118,7 +121,7 @@ def rnn_gradient(
     """Gradient of the mean loss over the batch x: (B, T) (targets: default x itself) by the chosen method."""
     if wrt not in ("params", "inputs"):
         raise ValueError(f"wrt must be 'params' or 'inputs'; got {wrt!r}")
-    if method not in GRADIENT_METHODS or method == "auto":
+    if method not in GRADIENT_METHODS:
         raise ValueError(f"method must be one of sequential, jacobi, scan; got {method!r}")
     length = x.shape[1]
     if method == "sequential":
@@ -153,27 +156,29 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
     return max(float((a[k] - b[k]).abs().max()) for k in a) if a else 0.0
 
 
-def gradient_body(
-    model: RecurrentRegressor, name: str, x: torch.Tensor, method: str, wrt: str, max_iterations: int | None,
-    verify: bool, targets: torch.Tensor | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The JSON body of POST /gradient (DESIGN.md section 4); ``method`` is a concrete one ("auto" resolved)."""
-    start = time.perf_counter()
-    result = rnn_gradient(model, x, method, wrt, max_iterations, targets)
-    compute = (time.perf_counter() - start) * 1000
-    verified = None
-    if verify:
-        _, reference = autograd_gradient(model, x, wrt, targets)
-        verified = {"max_abs_diff": max_abs_diff(result.gradients, reference)}
-    return {
-        "model": name,
-        "method": method,
-        "loss": result.loss,
-        "gradients": {k: {"shape": list(v.shape), "data": v.flatten().tolist()} for k, v in result.gradients.items()},
-        "iterations": result.iterations,
-        "sequential_steps": x.shape[1],
-        "residual": result.residual,
-        "exact": result.exact,
-        "verified": verified,
-        "timings_ms": {"queue": 0.0, "compute": round(compute, 3)},
-    }
+def gradient_work(
+    model: RecurrentRegressor, request: GradientRequest, method: str, x: torch.Tensor, targets: torch.Tensor | None
+) -> SliceWork:
+    """POST /gradient as work done in slices; ``method`` is a concrete one ("auto" resolved)."""
+
+    def slices() -> Any:
+        result = rnn_gradient(model, x, method, request.wrt, request.max_iterations, targets)
+        yield
+        verified = None
+        if request.verify:
+            _, reference = autograd_gradient(model, x, request.wrt, targets)
+            verified = GradientVerified(max_abs_diff=max_abs_diff(result.gradients, reference))
+        gradients = {k: TensorOut.model_construct(shape=list(v.shape), data=v.flatten().tolist())
+                     for k, v in result.gradients.items()}  # fmt: skip
+
+        def respond(context: Context) -> GradientResponse:
+            return GradientResponse.model_construct(
+                model=request.model, method=method, loss=result.loss, gradients=gradients,
+                iterations=result.iterations, sequential_steps=x.shape[1], residual=result.residual,
+                exact=result.exact, verified=verified, timings_ms=context.timings(),
+            )  # fmt: skip
+
+        finished: Respond = respond
+        return finished
+
+    return SliceWork(slices())

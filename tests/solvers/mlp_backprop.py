@@ -1,4 +1,6 @@
-"""Backpropagation through a deep MLP as an upper block-bidiagonal linear system (Naumov 2017, arXiv 1712.06577).
+"""Test helper: backpropagation through a deep MLP as an upper block-bidiagonal linear system (Naumov 2017,
+arXiv 1712.06577), solved by ``solvers.scan`` and ``solvers.solve_backward``: the solvers on a second kind of
+backward system.
 
 For hidden layers h_l = tanh(W_l h_{l-1} + b_l), l = 1..L (all of width H), and a readout o = W_o h_L + b_o with
 loss f(o), the gradients d_l = dL/dh_l satisfy

@@ -1,0 +1,114 @@
+"""The recurrent families (softplus RNN, GRU): inference and gradients through the solvers.
+
+Inference (POST /infer) is a lower-triangular system: h_{t+1} = cell(x_t, h_t), the states are the unknowns.
+
+One Jacobi iteration applies the cell to every step at once (one batched call over B*T rows) from the current
+iterate of the states; after k iterations the first k states are final, and the solve stops as soon as the
+iterate reproduces itself (often well before T: contractive cells forget, and floating point forgets faster).
+The cell is batch invariant (``models.invariance``: rows padded to a multiple of 8), so a row computes the same
+bits in a batched call over B*T rows as in the step-by-step loop over B rows: with ``tol=0`` the answer is bit for
+bit ``model.hidden_states`` (``verify`` checks it and reports ``equal``).
+
+Gradients (POST /gradient) solve backpropagation through time as a linear system (``samplers.bptt``).
+
+Shapes: x (B, T) pixels; states (B, T, H) = h_1..h_T; predictions (B, T).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from models.registry import Entry
+from models.rnn import RecurrentRegressor
+from samplers import inference
+from samplers.bptt import GRADIENT_METHODS, gradient_work
+from samplers.family import Family, Limits, ModelInfo, Offer
+from samplers.inference import Forward
+from samplers.inputs import InputError, as_tensor, sequence_array
+from samplers.work import SliceWork
+from solvers import solve
+
+if TYPE_CHECKING:
+    from samplers.engine import Engine
+
+
+def forward_solve(
+    model: RecurrentRegressor, x: torch.Tensor, method: str = "jacobi", tol: float = 0.0,
+    max_iterations: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, bool, float]:  # fmt: skip
+    """(predictions (B, T), iterations (B,), converged, residual) by ``solvers.solve`` over the states."""
+    batch, length = x.shape
+    hidden = model.config.hidden_size
+
+    def step(h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        previous = torch.cat([h.new_zeros(h.shape[0], 1, hidden), h[:, :-1]], dim=1)  # h_0 = 0, h_1..h_{T-1}
+        return model.cell(x[rows].reshape(-1), previous.reshape(-1, hidden)).reshape(h.shape)
+
+    x0 = x.new_zeros(batch, length, hidden)
+    result = solve(step, x0, method=method, tol=tol, max_iterations=max_iterations)
+    certified = result.all_converged and tol == 0.0
+    residual = inference.residual(certified, lambda: step(result.x, torch.arange(batch)), result.x)
+    states = torch.cat([x.new_zeros(batch, 1, hidden), result.x], dim=1)
+    return model.predict(states), result.iterations, result.all_converged, residual
+
+
+class RecurrentFamily(Family):
+    """Recurrent next-pixel regressors (``models.rnn``): POST /infer (forward) and POST /gradient (backward)."""
+
+    kind = "sequence"
+
+    def __init__(self) -> None:
+        self.offers = {
+            "infer": Offer(("sequential", "jacobi"), auto_key=f"{self.name}-infer", fallback="sequential"),
+            "gradient": Offer(GRADIENT_METHODS, auto_key=f"{self.name}-gradient", fallback="sequential"),
+        }
+
+    def describe(self, entry: Entry) -> tuple[list[int], int]:
+        size = int(entry.config.get("image_size", 10))
+        return [size * size], size * size
+
+    @staticmethod
+    def parse(info: ModelInfo, limit: int) -> Callable[[Any, str], np.ndarray]:
+        return lambda value, field: sequence_array(value, info.sequential_steps, field, limit, info.name)
+
+    def check(self, task: str, request: Any, info: ModelInfo, limits: Limits) -> None:
+        parse = self.parse(info, limits.max_batch_inputs)
+        inference.check_infer(request, parse, limits.max_batch_inputs)
+        if task == "gradient" and request.targets is not None:
+            if request.inputs is None:
+                raise InputError("targets", "targets need explicit inputs")
+            targets, inputs = parse(request.targets, "targets"), parse(request.inputs, "inputs")
+            if targets.shape != inputs.shape:
+                raise InputError("targets", f"must have the shape of inputs {list(inputs.shape)}")
+
+    def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> SliceWork:
+        model: RecurrentRegressor = engine.model(request.model)
+        parse = self.parse(engine.info(request.model), sys.maxsize)
+        x = inference.request_inputs(engine, request, parse)
+        if task == "gradient":
+            targets = None if request.targets is None else as_tensor(parse(request.targets, "targets")).to(x.device)
+            return gradient_work(model, request, method, x, targets)
+
+        def run() -> Forward:
+            if method == "sequential":  # the ordinary loop over time steps
+                return Forward(model(x), [x.shape[1]] * x.shape[0], True, 0.0)
+            predictions, iterations, converged, residual = forward_solve(
+                model, x, method, request.tol, request.max_iterations
+            )
+            return Forward(predictions, iterations.tolist(), converged, residual)
+
+        return inference.infer_work(request, method, x.shape[1], run, lambda: model(x),
+                                    lambda predictions: predictions.tolist())  # fmt: skip
+
+
+class RNNFamily(RecurrentFamily):
+    name = "rnn"
+
+
+class GRUFamily(RecurrentFamily):
+    name = "gru"

@@ -1,0 +1,183 @@
+"""The request and response bodies of every task (POST /sample, /infer, /gradient), typed and described.
+
+These models are the HTTP API v1: the routes validate bodies with them, OpenAPI documents them, the worker
+reads queued jobs back with them, the library and the CLI return them (``--json`` prints exactly the HTTP body).
+Unknown fields are rejected. A request's ``method`` is checked against the registry of families
+(``samplers.families``), so methods added by a family, or by a plugin, need no edit here; whether *this* model
+offers the method is checked by its family.
+
+Sample i of a sampling request is a pure function of (model, seed, i), so ``seed`` is fixed here, once: a request
+without one gets a random seed at validation, which the response echoes and a re-run after a crash reuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from samplers.noise import MAX_SEED, random_seed
+
+LIMIT = 100_000  # generous outer bound of counts; the server's settings bound them further
+
+
+def _method_field(task: str, default: str = "auto") -> Any:
+    def listed(schema: dict[str, Any]) -> None:  # evaluated when OpenAPI is generated: plugins included
+        from samplers.families import task_methods
+
+        schema["enum"] = [*task_methods(task), "auto"]
+
+    description = (f"how to solve: one of the model's methods for /{task} (GET /models), or `auto`: the fastest "
+                   "exact method measured for this model and device")  # fmt: skip
+    return Field(default, description=description, json_schema_extra=listed)
+
+
+def _check_method(task: str, value: str) -> str:
+    from samplers.families import task_methods
+
+    known = (*task_methods(task), "auto")
+    if value not in known:
+        raise ValueError(f"method must be one of {', '.join(known)}; got {value!r}")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timings(BaseModel):
+    queue: float = Field(description="milliseconds from submission until a worker started the job")
+    compute: float = Field(description="milliseconds the worker spent on it")
+
+
+# -- /sample ------------------------------------------------------------------------------------------------------
+class SampleRequest(Strict):
+    model: str = Field(min_length=1, max_length=100, description="a sampler's name (GET /models)")
+    num_samples: int = Field(4, ge=1, le=1024, description="samples to draw (the server may allow fewer)")
+    method: str = _method_field("sample")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i is a pure function of (model, seed, i); "
+                             "default: random, echoed in the response")  # fmt: skip
+    block_size: int | None = Field(None, ge=1, le=LIMIT, description="jacobi_gs block / gs_jacobi window, in "
+                                   "unknowns (default: one image row, or what `auto` measured)")  # fmt: skip
+    max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="cap on evaluations per sample; "
+                                       "below the number of unknowns the answer may say converged: false")  # fmt: skip
+    verify: bool = Field(False, description="also solve sequentially with the same noise and compare bit for bit")
+    format: Literal["array", "png"] = Field("array", description="array: nested integer levels; png: base64 images")
+
+    @field_validator("method")
+    @classmethod
+    def offered(cls, value: str) -> str:
+        return _check_method("sample", value)
+
+    @model_validator(mode="after")
+    def fix_seed(self) -> SampleRequest:
+        if self.seed is None:
+            self.seed = random_seed()
+        return self
+
+
+class SampleResponse(BaseModel):
+    model: str
+    method: str = Field(description="the method used (`auto` resolved)")
+    seed: int
+    shape: list[int] = Field(description="(N, C, H, W)")
+    samples: list[Any] = Field(description="(N, C, H, W) integer levels, or N base64 PNG images")
+    iterations: list[int] = Field(description="per sample: step evaluations, the confirming one included")
+    sequential_steps: int = Field(description="evaluations of the ordinary sequential sampler")
+    converged: bool = Field(description="every sample certified (false only under max_iterations)")
+    verified: bool | None = Field(description="with verify: all samples bitwise equal to the sequential sampler's")
+    verified_per_sample: list[bool] | None = Field(description="with verify: the comparison per sample")
+    device: str
+    timings_ms: Timings
+
+
+# -- /infer and /gradient -----------------------------------------------------------------------------------------
+_INPUTS = "(B, T) sequences in [0, 1]"
+_IMAGES = "classifier: (B, H, W) or (B, C, H, W) images in [-1, 1]; sequence model: " + _INPUTS
+
+
+class InferRequest(Strict):
+    model: str = Field(min_length=1, max_length=100, description="a classifier's or sequence model's name")
+    inputs: list[Any] | None = Field(None, description=f"{_IMAGES}; default: `batch` test-set inputs by `seed`")
+    batch: int = Field(4, ge=1, le=1024, description="test-set inputs to draw when `inputs` is not given")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="picks the test-set inputs")
+    method: str = _method_field("infer")
+    tol: float = Field(0.0, ge=0.0, le=1e6, description="0: exact; > 0: stop when iterates agree within tol")
+    max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="cap on iterations (exact: false below "
+                                       "the number of unknowns)")  # fmt: skip
+    verify: bool = Field(False, description="also run the sequential forward and report the difference")
+
+    @field_validator("method")
+    @classmethod
+    def offered(cls, value: str) -> str:
+        return _check_method("infer", value)
+
+
+class InferVerified(BaseModel):
+    max_abs_diff: float
+    equal: bool = Field(description="bitwise equal to the sequential forward")
+
+
+class InferResponse(BaseModel):
+    model: str
+    method: str
+    outputs: list[Any] = Field(description="(B, classes) logits, or (B, T) next-pixel predictions")
+    predictions: list[Any] = Field(description="predicted classes, or the next-pixel predictions")
+    iterations: list[int] = Field(description="per input: solver iterations (the depth for `sequential`)")
+    sequential_steps: int
+    converged: bool
+    exact: bool = Field(description="the sequential answer (converged with tol 0), not an approximation")
+    residual: float = Field(description="max |F(x) - x| of the returned iterate (0 when certified)")
+    verified: InferVerified | None
+    timings_ms: Timings
+
+
+class GradientRequest(Strict):
+    model: str = Field(min_length=1, max_length=100, description="a sequence model's name")
+    inputs: list[list[float]] | None = Field(None, description=f"{_INPUTS}; default: `batch` test-set sequences")
+    targets: list[list[float]] | None = Field(None, description="(B, T) regression targets; default: the inputs "
+                                              "(next-pixel regression)")  # fmt: skip
+    batch: int = Field(4, ge=1, le=1024, description="test-set sequences to draw when `inputs` is not given")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="picks the test-set sequences")
+    method: str = _method_field("gradient")
+    wrt: Literal["params", "inputs"] = Field("params", description="gradient of the mean loss w.r.t. every named "
+                                             "parameter, or w.r.t. the inputs")  # fmt: skip
+    max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="jacobi: n iterations = n-step truncated "
+                                       "BPTT (exact: false below T)")  # fmt: skip
+    verify: bool = Field(False, description="also run ordinary BPTT (autograd) and report the difference")
+
+    @field_validator("method")
+    @classmethod
+    def offered(cls, value: str) -> str:
+        return _check_method("gradient", value)
+
+
+class TensorOut(BaseModel):
+    shape: list[int]
+    data: list[float] = Field(description="the values, flattened in row-major order")
+
+
+class GradientVerified(BaseModel):
+    max_abs_diff: float = Field(description="max |gradient - autograd's| over every entry")
+
+
+class GradientResponse(BaseModel):
+    model: str
+    method: str
+    loss: float
+    gradients: dict[str, TensorOut]
+    iterations: int = Field(description="sequential steps: T (BPTT), Jacobi iterations, or scan levels")
+    sequential_steps: int
+    residual: float = Field(description="max |g - c - J^T g| of the returned adjoints")
+    exact: bool = Field(description="the full BPTT gradient to rounding (false for truncated Jacobi)")
+    verified: GradientVerified | None
+    timings_ms: Timings
+
+
+class ErrorResponse(BaseModel):
+    detail: Any = Field(description="what went wrong; for 422 a list of {loc, msg, type} naming the field")
+
+
+REQUESTS: dict[str, type[BaseModel]] = {"sample": SampleRequest, "infer": InferRequest, "gradient": GradientRequest}
+RESPONSES: dict[str, type[BaseModel]] = {"sample": SampleResponse, "infer": InferResponse,
+                                         "gradient": GradientResponse}  # fmt: skip

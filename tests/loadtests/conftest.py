@@ -1,3 +1,0 @@
-"""Server fixtures (shared with the server tests)."""
-
-from tests.server_fixtures import server_registry  # noqa: F401
