@@ -47,93 +47,118 @@ class TrainConfig:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train one model; returns a summary (also the last line of metrics.jsonl)."""
-    task = get_task(cfg.kind)
-    defaults = task.defaults
-    epochs = cfg.epochs or defaults.epochs
-    batch_size = cfg.batch_size or defaults.batch_size
-    lr = cfg.lr or defaults.lr
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    return Training(cfg).run()
 
-    train_split, val_split = datasets.train_validation(cfg.data, cfg.validation, cfg.seed)
-    if cfg.limit is not None:
-        train_split = train_split.subset(slice(0, cfg.limit))
-        val_split = val_split.subset(slice(0, max(cfg.limit // 10, batch_size)))
-    config: Any = config_from_dict(task.config_cls, {**defaults.model, **cfg.model})
-    train_tensors, val_tensors = task.prepare(train_split, config), task.prepare(val_split, config)
-    model = task.build(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=defaults.weight_decay)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "steps": 0, "seconds": 0.0, "best_val": None}
-    progress["bad_epochs"] = 0
-    if cfg.resume and (out / "last.safetensors").exists():
-        progress = load_training_state(model, optimizer, out / "last.safetensors")
-        print(f"resumed from {out / 'last.safetensors'} at epoch {progress['epoch']}, step {progress['steps']}")
-    log = (out / "metrics.jsonl").open("a")
-    settings = {**asdict(replace(cfg, out=str(out))), "epochs": epochs, "batch_size": batch_size, "lr": lr}  # type: ignore[arg-type]
 
-    def write(record: dict[str, Any]) -> None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+class Training:
+    """One training run: its data, model, optimizer, progress (resumable) and metrics log."""
 
-    write({"event": "start", "settings": settings, "config": asdict(config), "device": str(device)})
-    start, last_save = time.perf_counter() - progress["seconds"], time.perf_counter()
-    n = train_tensors[0].shape[0]
-    stopped = "epochs"
-    while progress["epoch"] < epochs:
-        epoch = progress["epoch"]
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg, self.task = cfg, get_task(cfg.kind)
+        defaults = self.defaults = self.task.defaults
+        self.epochs = cfg.epochs or defaults.epochs
+        self.batch_size = cfg.batch_size or defaults.batch_size
+        self.lr = cfg.lr or defaults.lr
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        train_split, val_split = datasets.train_validation(cfg.data, cfg.validation, cfg.seed)
+        if cfg.limit is not None:
+            train_split = train_split.subset(slice(0, cfg.limit))
+            val_split = val_split.subset(slice(0, max(cfg.limit // 10, self.batch_size)))
+        self.config: Any = config_from_dict(self.task.config_cls, {**defaults.model, **cfg.model})
+        self.train_tensors = self.task.prepare(train_split, self.config)
+        self.val_tensors = self.task.prepare(val_split, self.config)
+        self.model = self.task.build(self.config).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=defaults.weight_decay)
+        self.out = out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "steps": 0, "seconds": 0.0, "best_val": None}
+        self.progress["bad_epochs"] = 0
+        if cfg.resume and (out / "last.safetensors").exists():
+            self.progress = progress = load_training_state(self.model, self.optimizer, out / "last.safetensors")
+            print(f"resumed from {out / 'last.safetensors'} at epoch {progress['epoch']}, step {progress['steps']}")
+        self.log = (out / "metrics.jsonl").open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+    def save_state(self) -> None:
+        save_training_state(self.model, self.optimizer, self.cfg.kind, self.config, self.progress,
+                            self.out / "last.safetensors")  # fmt: skip
+        self.last_save = time.perf_counter()
+
+    def run(self) -> dict[str, Any]:
+        cfg, progress = self.cfg, self.progress
+        given = asdict(replace(cfg, out=str(self.out)))  # type: ignore[arg-type]
+        settings = {**given, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        self.write({"event": "start", "settings": settings, "config": asdict(self.config), "device": str(self.device)})
+        self.start, self.last_save = time.perf_counter() - progress["seconds"], time.perf_counter()
+        stopped = "epochs"
+        while progress["epoch"] < self.epochs:
+            epoch = progress["epoch"]
+            running, finished = self.steps(epoch)
+            self.validate(epoch, running)
+            if not finished:
+                stopped = "time_budget"
+                break
+            progress.update(epoch=epoch + 1, step_in_epoch=0)
+            self.save_state()
+            if self.defaults.patience is not None and progress["bad_epochs"] >= self.defaults.patience:
+                stopped = "early_stopping"
+                break
+        self.save_state()
+        summary = {"event": "end", "stopped": stopped, "best_val": progress["best_val"], "steps": progress["steps"]}
+        summary["seconds"] = round(progress["seconds"], 1)
+        self.write(summary)
+        self.log.close()
+        return summary
+
+    def steps(self, epoch: int) -> tuple[float, bool]:
+        """The rest of one epoch: (smoothed training loss, False if the time budget ran out)."""
+        cfg, progress, model, optimizer = self.cfg, self.progress, self.model, self.optimizer
         for group in optimizer.param_groups:
-            group["lr"] = lr * defaults.lr_decay**epoch
+            group["lr"] = self.lr * self.defaults.lr_decay**epoch
+        n = self.train_tensors[0].shape[0]
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        steps_per_epoch = math.ceil(n / batch_size)
+        steps_per_epoch = math.ceil(n / self.batch_size)
         bar = tqdm(total=steps_per_epoch, initial=progress["step_in_epoch"], desc=f"{cfg.kind} epoch {epoch + 1}")
         model.train()
-        running = 0.0
+        running, finished = 0.0, True
         for step in range(progress["step_in_epoch"], steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            batch = tuple(t[index].to(device) for t in train_tensors)
-            loss = task.loss(model, batch).mean()
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            batch = tuple(t[index].to(self.device) for t in self.train_tensors)
+            loss = self.task.loss(model, batch).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            if defaults.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), defaults.grad_clip)
+            if self.defaults.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.defaults.grad_clip)
             optimizer.step()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             progress.update(step_in_epoch=step + 1, steps=progress["steps"] + 1)
-            progress["seconds"] = time.perf_counter() - start
+            progress["seconds"] = time.perf_counter() - self.start
             bar.update()
             bar.set_postfix(loss=f"{running:.4f}")
-            if time.perf_counter() - last_save > cfg.checkpoint_every:
-                save_training_state(model, optimizer, cfg.kind, config, progress, out / "last.safetensors")
-                last_save = time.perf_counter()
+            if time.perf_counter() - self.last_save > cfg.checkpoint_every:
+                self.save_state()
             if cfg.time_budget is not None and progress["seconds"] > cfg.time_budget:
-                stopped = "time_budget"
+                finished = False
                 break
         bar.close()
+        return running, finished
+
+    def validate(self, epoch: int, running: float) -> None:
+        """Validation loss after an epoch; the best model so far goes to best.safetensors."""
+        model, progress = self.model, self.progress
         model.eval()
-        val = mean_over(lambda b: task.loss(model, b), val_tensors, task.eval_batch_size, device)
+        val = mean_over(lambda b: self.task.loss(model, b), self.val_tensors, self.task.eval_batch_size, self.device)
         improved = progress["best_val"] is None or val < progress["best_val"]
         if improved:
             progress["best_val"], progress["bad_epochs"] = val, 0
             extra = {"epoch": epoch + 1, "val_loss": val, "steps": progress["steps"]}
-            save_model(model, cfg.kind, config, out / "best.safetensors", extra=extra)
+            save_model(model, self.cfg.kind, self.config, self.out / "best.safetensors", extra=extra)
         else:
             progress["bad_epochs"] += 1
         record = {"event": "epoch", "epoch": epoch + 1, "train_loss": running, "val_loss": val}
-        write({**record, "steps": progress["steps"], "seconds": round(progress["seconds"], 1), "best": improved})
+        self.write({**record, "steps": progress["steps"], "seconds": round(progress["seconds"], 1), "best": improved})
         print(f"epoch {epoch + 1}: train {running:.4f}  val {val:.4f}{'  (best)' if improved else ''}")
-        if stopped == "time_budget":
-            break
-        progress.update(epoch=epoch + 1, step_in_epoch=0)
-        save_training_state(model, optimizer, cfg.kind, config, progress, out / "last.safetensors")
-        last_save = time.perf_counter()
-        if defaults.patience is not None and progress["bad_epochs"] >= defaults.patience:
-            stopped = "early_stopping"
-            break
-    save_training_state(model, optimizer, cfg.kind, config, progress, out / "last.safetensors")
-    summary = {"event": "end", "stopped": stopped, "best_val": progress["best_val"], "steps": progress["steps"]}
-    summary["seconds"] = round(progress["seconds"], 1)
-    write(summary)
-    log.close()
-    return summary

@@ -12,7 +12,7 @@ without one gets a random seed at validation, which the response echoes and a re
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -41,8 +41,24 @@ def _check_method(task: str, value: str) -> str:
     return value
 
 
-class Strict(BaseModel):
+class TaskRequest(BaseModel):
+    """A request of one task: unknown fields rejected, ``method`` one that some family offers for the task."""
+
     model_config = ConfigDict(extra="forbid")
+    task: ClassVar[str]
+    model: str = Field(min_length=1, max_length=100, description="a model's name (GET /models)")
+
+    @field_validator("method", check_fields=False)
+    @classmethod
+    def offered(cls, value: str) -> str:
+        return _check_method(cls.task, value)
+
+
+class DrawnInputs(TaskRequest):
+    """Inputs given, or drawn from the test set."""
+
+    batch: int = Field(4, ge=1, le=1024, description="test-set inputs to draw when `inputs` is not given")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="picks the test-set inputs")
 
 
 class Timings(BaseModel):
@@ -51,7 +67,8 @@ class Timings(BaseModel):
 
 
 # -- /sample ------------------------------------------------------------------------------------------------------
-class SampleRequest(Strict):
+class SampleRequest(TaskRequest):
+    task = "sample"
     model: str = Field(min_length=1, max_length=100, description="a sampler's name (GET /models)")
     num_samples: int = Field(4, ge=1, le=1024, description="samples to draw (the server may allow fewer)")
     method: str = _method_field("sample")
@@ -63,11 +80,6 @@ class SampleRequest(Strict):
                                        "below the number of unknowns the answer may say converged: false")  # fmt: skip
     verify: bool = Field(False, description="also solve sequentially with the same noise and compare bit for bit")
     format: Literal["array", "png"] = Field("array", description="array: nested integer levels; png: base64 images")
-
-    @field_validator("method")
-    @classmethod
-    def offered(cls, value: str) -> str:
-        return _check_method("sample", value)
 
     @model_validator(mode="after")
     def fix_seed(self) -> SampleRequest:
@@ -96,21 +108,15 @@ _INPUTS = "(B, T) sequences in [0, 1]"
 _IMAGES = "classifier: (B, H, W) or (B, C, H, W) images in [-1, 1]; sequence model: " + _INPUTS
 
 
-class InferRequest(Strict):
+class InferRequest(DrawnInputs):
+    task = "infer"
     model: str = Field(min_length=1, max_length=100, description="a classifier's or sequence model's name")
     inputs: list[Any] | None = Field(None, description=f"{_IMAGES}; default: `batch` test-set inputs by `seed`")
-    batch: int = Field(4, ge=1, le=1024, description="test-set inputs to draw when `inputs` is not given")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="picks the test-set inputs")
     method: str = _method_field("infer")
     tol: float = Field(0.0, ge=0.0, le=1e6, description="0: exact; > 0: stop when iterates agree within tol")
     max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="cap on iterations (exact: false below "
                                        "the number of unknowns)")  # fmt: skip
     verify: bool = Field(False, description="also run the sequential forward and report the difference")
-
-    @field_validator("method")
-    @classmethod
-    def offered(cls, value: str) -> str:
-        return _check_method("infer", value)
 
 
 class InferVerified(BaseModel):
@@ -118,38 +124,37 @@ class InferVerified(BaseModel):
     equal: bool = Field(description="bitwise equal to the sequential forward")
 
 
-class InferResponse(BaseModel):
+class ComputedResponse(BaseModel):
+    """What /infer and /gradient answers share: how it was solved, and how exact the answer is."""
+
     model: str
-    method: str
-    outputs: list[Any] = Field(description="(B, classes) logits, or (B, T) next-pixel predictions")
-    predictions: list[Any] = Field(description="predicted classes, or the next-pixel predictions")
-    iterations: list[int] = Field(description="per input: solver iterations (the depth for `sequential`)")
-    sequential_steps: int
-    converged: bool
-    exact: bool = Field(description="the sequential answer (converged with tol 0), not an approximation")
-    residual: float = Field(description="max |F(x) - x| of the returned iterate (0 when certified)")
-    verified: InferVerified | None
+    method: str = Field(description="the method used (`auto` resolved)")
+    sequential_steps: int = Field(description="dependent steps of the ordinary sequential computation")
+    exact: bool = Field(description="the sequential answer (to rounding where sums were reassociated)")
+    residual: float = Field(description="max |F(x) - x| of the returned solution (0 when certified)")
     timings_ms: Timings
 
 
-class GradientRequest(Strict):
+class InferResponse(ComputedResponse):
+    outputs: list[Any] = Field(description="(B, classes) logits, or (B, T) next-pixel predictions")
+    predictions: list[Any] = Field(description="predicted classes, or the next-pixel predictions")
+    iterations: list[int] = Field(description="per input: solver iterations (the depth for `sequential`)")
+    converged: bool
+    verified: InferVerified | None
+
+
+class GradientRequest(DrawnInputs):
+    task = "gradient"
     model: str = Field(min_length=1, max_length=100, description="a sequence model's name")
     inputs: list[list[float]] | None = Field(None, description=f"{_INPUTS}; default: `batch` test-set sequences")
     targets: list[list[float]] | None = Field(None, description="(B, T) regression targets; default: the inputs "
                                               "(next-pixel regression)")  # fmt: skip
-    batch: int = Field(4, ge=1, le=1024, description="test-set sequences to draw when `inputs` is not given")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="picks the test-set sequences")
     method: str = _method_field("gradient")
     wrt: Literal["params", "inputs"] = Field("params", description="gradient of the mean loss w.r.t. every named "
                                              "parameter, or w.r.t. the inputs")  # fmt: skip
     max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="jacobi: n iterations = n-step truncated "
                                        "BPTT (exact: false below T)")  # fmt: skip
     verify: bool = Field(False, description="also run ordinary BPTT (autograd) and report the difference")
-
-    @field_validator("method")
-    @classmethod
-    def offered(cls, value: str) -> str:
-        return _check_method("gradient", value)
 
 
 class TensorOut(BaseModel):
@@ -161,17 +166,11 @@ class GradientVerified(BaseModel):
     max_abs_diff: float = Field(description="max |gradient - autograd's| over every entry")
 
 
-class GradientResponse(BaseModel):
-    model: str
-    method: str
+class GradientResponse(ComputedResponse):
     loss: float
     gradients: dict[str, TensorOut]
     iterations: int = Field(description="sequential steps: T (BPTT), Jacobi iterations, or scan levels")
-    sequential_steps: int
-    residual: float = Field(description="max |g - c - J^T g| of the returned adjoints")
-    exact: bool = Field(description="the full BPTT gradient to rounding (false for truncated Jacobi)")
     verified: GradientVerified | None
-    timings_ms: Timings
 
 
 class ErrorResponse(BaseModel):

@@ -82,6 +82,23 @@ class SamplingSystem(Protocol):
         ...
 
 
+class StatelessSystem:
+    """Defaults of a sampling system that keeps nothing between evaluations and has one step for every method."""
+
+    def new_cache(self, capacity: int) -> Any:
+        return None
+
+    def reset(self, cache: Any, slots: torch.Tensor) -> None:
+        return None
+
+    def plan(self, method: str) -> Plan:
+        return Plan(method, self.evaluate, "evaluate")
+
+    def evaluate(self, x: torch.Tensor, noise: torch.Tensor, cache: Any = None, slots: torch.Tensor | None = None,
+                 span: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError
+
+
 class SystemStep:
     """``evaluate`` as a ``solvers`` step over rows that each carry their noise and a cache slot.
 

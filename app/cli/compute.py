@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from app.cli.common import print_json, settings
 
@@ -51,42 +53,32 @@ def sample(args: argparse.Namespace) -> int:
     return 0 if body.verified is not False else 1
 
 
-def gradient(args: argparse.Namespace) -> int:
-    from samplers.requests import GradientResponse
-
-    body = settings(args).engine().call("gradient", model=args.model, batch=args.batch, seed=args.seed,
-                                        method=args.method, wrt=args.wrt, max_iterations=args.max_iterations,
-                                        verify=args.verify)  # fmt: skip
-    assert isinstance(body, GradientResponse)
-    if args.json:
-        print_json(body.model_dump())
-        return 0
-    sizes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in body.gradients.items())
-    verified = "" if body.verified is None else f"; max |diff| vs autograd {body.verified.max_abs_diff:.2e}"
-    print(
-        f"{body.model} loss {body.loss:.6f} by {body.method}: {body.iterations} sequential steps "
-        f"(ordinary BPTT: {body.sequential_steps}), exact={body.exact}, residual {body.residual:.1e}, "
-        f"compute {body.timings_ms.compute:.0f} ms{verified}\n  gradients: {sizes}"
-    )
+def computed(args: argparse.Namespace, task: str, summary: Callable[[Any], str], **fields: Any) -> int:
+    """POST /gradient or /infer on test-set inputs: the body with --json, else a summary line."""
+    common = ("model", "batch", "seed", "method", "max_iterations", "verify")
+    body = settings(args).engine().call(task, **{name: getattr(args, name) for name in common}, **fields)
+    print_json(body.model_dump()) if args.json else print(summary(body))
     return 0
+
+
+def gradient(args: argparse.Namespace) -> int:
+    def summary(body: Any) -> str:
+        sizes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in body.gradients.items())
+        verified = "" if body.verified is None else f"; max |diff| vs autograd {body.verified.max_abs_diff:.2e}"
+        return (f"{body.model} loss {body.loss:.6f} by {body.method}: {body.iterations} sequential steps "
+                f"(ordinary BPTT: {body.sequential_steps}), exact={body.exact}, residual {body.residual:.1e}, "
+                f"compute {body.timings_ms.compute:.0f} ms{verified}\n  gradients: {sizes}")  # fmt: skip
+
+    return computed(args, "gradient", summary, wrt=args.wrt)
 
 
 def infer(args: argparse.Namespace) -> int:
-    from samplers.requests import InferResponse
+    def summary(body: Any) -> str:
+        its = body.iterations
+        verified = "" if body.verified is None else f"; max |diff| vs sequential {body.verified.max_abs_diff:.2e}"
+        shown = body.predictions if isinstance(body.predictions[0], int) else "next-pixel predictions"
+        return (f"{body.model} by {body.method}: iterations mean {sum(its) / len(its):.1f}, max {max(its)} of "
+                f"{body.sequential_steps}; exact={body.exact}, residual {body.residual:.1e}, compute "
+                f"{body.timings_ms.compute:.0f} ms{verified}\n  predictions: {shown}")  # fmt: skip
 
-    body = settings(args).engine().call("infer", model=args.model, batch=args.batch, seed=args.seed,
-                                        method=args.method, tol=args.tol, max_iterations=args.max_iterations,
-                                        verify=args.verify)  # fmt: skip
-    assert isinstance(body, InferResponse)
-    if args.json:
-        print_json(body.model_dump())
-        return 0
-    its = body.iterations
-    verified = "" if body.verified is None else f"; max |diff| vs sequential {body.verified.max_abs_diff:.2e}"
-    shown = body.predictions if isinstance(body.predictions[0], int) else "next-pixel predictions"
-    print(
-        f"{body.model} by {body.method}: iterations mean {sum(its) / len(its):.1f}, max {max(its)} of "
-        f"{body.sequential_steps}; exact={body.exact}, residual {body.residual:.1e}, compute "
-        f"{body.timings_ms.compute:.0f} ms{verified}\n  predictions: {shown}"
-    )
-    return 0
+    return computed(args, "infer", summary, tol=args.tol)

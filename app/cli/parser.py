@@ -19,6 +19,10 @@ def methods(task: str) -> list[str]:
     return [*task_methods(task), "auto"]
 
 
+Command = Callable[..., argparse.ArgumentParser]
+Where = Callable[..., None]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parafeed", description="Exact parallel evaluation of sequential nets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         if data:
             sub.add_argument("--data", help=DATA_HELP)
 
+    service_commands(command, where)
+    compute_commands(command, where)
+    training_commands(command, where)
+    return parser
+
+
+def service_commands(command: Command, where: Where) -> None:
     serve = command("serve", service.serve, "run the HTTP server (embedded worker unless --redis-url)")
     serve.add_argument("--host", help="default 127.0.0.1 (PARAFEED_HOST)")
     serve.add_argument("--port", type=int, help="default 8000 (PARAFEED_PORT)")
@@ -53,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print the GET /models body")
     where(models, device=False)
 
+    bench = command("bench", service.bench, "run the benchmarks; JSON + PNG land in --out")
+    bench.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    bench.add_argument("--only", nargs="*", choices=service.BENCHMARKS, help="run only these (default: all)")
+    bench.add_argument("--out", type=Path, default=service.RESULTS)
+
+
+def compute_commands(command: Command, where: Where) -> None:
     sample = command("sample", compute.sample, "draw exact samples from an autoregressive model")
     sample.add_argument("model")
     sample.add_argument("-n", type=int, default=16, help="number of samples")
@@ -66,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, help="also write the samples as a PNG grid")
     where(sample)
 
-    def compute_flags(sub: argparse.ArgumentParser, task: str, iterations: str, reference: str) -> None:
+    def flags(sub: argparse.ArgumentParser, task: str, iterations: str, reference: str) -> None:
         """The flags /gradient and /infer share: test-set inputs by seed, caps, verification, output."""
         sub.add_argument("model")
         sub.add_argument("--method", default="auto", choices=methods(task))
@@ -79,22 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     gradient = command("gradient", compute.gradient, "gradients of a sequence model on test-set inputs")
     gradient.add_argument("--wrt", default="params", choices=["params", "inputs"])
-    compute_flags(gradient, "gradient", "jacobi: n iterations = n-step truncated BPTT", "autograd")
+    flags(gradient, "gradient", "jacobi: n iterations = n-step truncated BPTT", "autograd")
 
     infer = command("infer", compute.infer, "forward a classifier or sequence model through the solvers")
     infer.add_argument("--tol", type=float, default=0.0, help="stop when iterates agree within tol (inexact)")
-    compute_flags(infer, "infer", "cap on iterations (reported as exact: false)", "the sequential forward")
-
-    training_commands(command, where)
-
-    bench = command("bench", service.bench, "run the benchmarks; JSON + PNG land in --out")
-    bench.add_argument("--quick", action="store_true", help="small sizes, one repeat")
-    bench.add_argument("--only", nargs="*", choices=service.BENCHMARKS, help="run only these (default: all)")
-    bench.add_argument("--out", type=Path, default=service.RESULTS)
-    return parser
+    flags(infer, "infer", "cap on iterations (reported as exact: false)", "the sequential forward")
 
 
-def training_commands(command: Callable[..., argparse.ArgumentParser], where: Callable[..., None]) -> None:
+def training_commands(command: Command, where: Where) -> None:
     from models.tasks import TASKS
 
     evaluate = command("eval", training.evaluate, "evaluate a registered model on the test set")

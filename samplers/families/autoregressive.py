@@ -25,7 +25,7 @@ from models.registry import Entry
 from samplers.noise import uniforms
 from samplers.plugins import AutoregressiveModel, check_autoregressive
 from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
-from samplers.system import Plan
+from samplers.system import StatelessSystem
 
 
 class AutoregressiveFamily(SamplerFamily):
@@ -44,7 +44,7 @@ class AutoregressiveFamily(SamplerFamily):
         return CategoricalSystem(model, name, self.spec)
 
 
-class CategoricalSystem:
+class CategoricalSystem(StatelessSystem):
     unknown_shape: tuple[int, ...] = ()
     dtype = torch.long
     methods: tuple[str, ...] = PLAIN
@@ -62,23 +62,8 @@ class CategoricalSystem:
     def initial_guess(self, noise: torch.Tensor) -> torch.Tensor:
         return torch.zeros(noise.shape[0], self.unknowns, dtype=torch.long, device=noise.device)
 
-    def plan(self, method: str) -> Plan:
-        return Plan(method, self.evaluate, "evaluate")
-
-    def new_cache(self, capacity: int) -> None:
-        return None
-
-    def reset(self, cache: Any, slots: torch.Tensor) -> None:
-        pass
-
-    def evaluate(
-        self,
-        x: torch.Tensor,
-        noise: torch.Tensor,
-        cache: Any = None,
-        slots: torch.Tensor | None = None,
-        span: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def evaluate(self, x: torch.Tensor, noise: torch.Tensor, cache: Any = None, slots: torch.Tensor | None = None,
+                 span: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         logits = self.model(pad_rows(x.to(torch.float32)))[: x.shape[0]]
         return torch.argmax(logits - torch.log(-torch.log(noise)), dim=-1)
 

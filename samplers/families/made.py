@@ -28,7 +28,7 @@ from models.registry import Entry
 from samplers.family import Offer
 from samplers.noise import uniforms
 from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
-from samplers.system import Plan
+from samplers.system import Plan, StatelessSystem
 
 SPLIT = "jacobi_split"  # needs direct connections
 
@@ -48,7 +48,7 @@ class MadeFamily(SamplerFamily):
         return MadeSystem(model, name)
 
 
-class MadeSystem:
+class MadeSystem(StatelessSystem):
     unknown_shape: tuple[int, ...] = ()
     dtype = torch.float32
     levels = 2
@@ -68,37 +68,20 @@ class MadeSystem:
     def initial_guess(self, noise: torch.Tensor) -> torch.Tensor:
         return torch.zeros(noise.shape[0], self.unknowns, device=noise.device)
 
-    def new_cache(self, capacity: int) -> None:
-        return None  # one dense masked pass computes every conditional; nothing worth keeping
-
-    def reset(self, cache: Any, slots: torch.Tensor) -> None:
-        pass
-
     def plan(self, method: str) -> Plan:
         if method == SPLIT:
             if self.model.direct is None:
                 raise ValueError(f"{self.name} has no direct connections: jacobi_split does not apply")
             return Plan("jacobi", self.evaluate_split, "evaluate_split")
-        return Plan(method, self.evaluate, "evaluate")
+        return super().plan(method)  # one dense masked pass computes every conditional: nothing worth caching
 
-    def evaluate(
-        self,
-        x: torch.Tensor,
-        noise: torch.Tensor,
-        cache: Any = None,
-        slots: torch.Tensor | None = None,
-        span: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def evaluate(self, x: torch.Tensor, noise: torch.Tensor, cache: Any = None, slots: torch.Tensor | None = None,
+                 span: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         return (noise < torch.sigmoid(self.model(x))).to(x.dtype)
 
-    def evaluate_split(
-        self,
-        x: torch.Tensor,
-        noise: torch.Tensor,
-        cache: Any = None,
-        slots: torch.Tensor | None = None,
-        span: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def evaluate_split(self, x: torch.Tensor, noise: torch.Tensor, cache: Any = None,
+                       slots: torch.Tensor | None = None, span: torch.Tensor | None = None,
+                       ) -> torch.Tensor:  # fmt: skip
         """Hidden path lagged (one pass on x), direct path solved in raster order: rows in turn, each to its
         fixed point. (N, D) -> (N, D)."""
         model = self.model

@@ -2,9 +2,11 @@
 
 Inference (POST /infer) is a lower-triangular system: h_{t+1} = cell(x_t, h_t), the states are the unknowns.
 
-One Jacobi iteration applies the cell to every step at once (one batched call over B*T rows) from the current
+One Jacobi iteration applies the cell to every step not yet final at once (one batched call) from the current
 iterate of the states; after k iterations the first k states are final, and the solve stops as soon as the
 iterate reproduces itself (often well before T: contractive cells forget, and floating point forgets faster).
+``gs_jacobi`` slides a window of ceil(sqrt(T)) states past the final prefix and evaluates only the window, so an
+iteration costs W cells per sequence instead of T - final.
 The cell is batch invariant (``models.invariance``: rows padded to a multiple of 8), so a row computes the same
 bits in a batched call over B*T rows as in the step-by-step loop over B rows: with ``tol=0`` the answer is bit for
 bit ``model.hidden_states`` (``verify`` checks it and reports ``equal``).
@@ -45,14 +47,20 @@ def forward_solve(
     batch, length = x.shape
     hidden = model.config.hidden_size
 
-    def step(h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def step(h: torch.Tensor, rows: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """The cell on the states the solver will read: t in [lo, hi) per row (the rest of y is left as h)."""
         previous = torch.cat([h.new_zeros(h.shape[0], 1, hidden), h[:, :-1]], dim=1)  # h_0 = 0, h_1..h_{T-1}
-        return model.cell(x[rows].reshape(-1), previous.reshape(-1, hidden)).reshape(h.shape)
+        width = int((span[:, 1] - span[:, 0]).max())
+        t = torch.clamp(span[:, :1] + torch.arange(width, device=h.device), max=length - 1)  # (P, W) steps
+        states = previous.gather(1, t[..., None].expand(-1, -1, hidden))
+        new = model.cell(x[rows].gather(1, t).reshape(-1), states.reshape(-1, hidden)).reshape(states.shape)
+        return h.clone().scatter_(1, t[..., None].expand(-1, -1, hidden), new)  # clamped repeats: equal values
 
     x0 = x.new_zeros(batch, length, hidden)
     result = solve(step, x0, method=method, tol=tol, max_iterations=max_iterations)
     certified = result.all_converged and tol == 0.0
-    residual = inference.residual(certified, lambda: step(result.x, torch.arange(batch)), result.x)
+    everything = torch.tensor([[0, length]] * batch, device=x.device)
+    residual = inference.residual(certified, lambda: step(result.x, torch.arange(batch), everything), result.x)
     states = torch.cat([x.new_zeros(batch, 1, hidden), result.x], dim=1)
     return model.predict(states), result.iterations, result.all_converged, residual
 
@@ -64,7 +72,7 @@ class RecurrentFamily(Family):
 
     def __init__(self) -> None:
         self.offers = {
-            "infer": Offer(("sequential", "jacobi"), auto_key=f"{self.name}-infer", fallback="sequential"),
+            "infer": Offer(("sequential", "jacobi", "gs_jacobi"), auto_key=f"{self.name}-infer", fallback="sequential"),
             "gradient": Offer(GRADIENT_METHODS, auto_key=f"{self.name}-gradient", fallback="sequential"),
         }
 

@@ -235,3 +235,21 @@ def test_an_internal_error_is_a_bare_500_with_a_request_id(server_registry: Path
         assert r.json() == {"detail": "internal error"}
         assert "boom" not in r.text
         assert r.headers["x-request-id"]
+
+
+def test_openapi_describes_every_request_field_and_every_response(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, request, response in (("/sample", "SampleRequest", "SampleResponse"),
+                                     ("/infer", "InferRequest", "InferResponse"),
+                                     ("/gradient", "GradientRequest", "GradientResponse")):  # fmt: skip
+        post = spec["paths"][path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(request)
+        assert post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(response)
+        assert {"404", "413", "422", "503", "504"} <= set(post["responses"]), path
+        fields = schemas[request]["properties"]
+        assert all(field.get("description") for field in fields.values()), [n for n, f in fields.items()
+                                                                            if not f.get("description")]  # fmt: skip
+        assert "auto" in fields["method"]["enum"]
+    assert "jacobi_split" in schemas["SampleRequest"]["properties"]["method"]["enum"]
+    assert "scan" in schemas["GradientRequest"]["properties"]["method"]["enum"]

@@ -38,13 +38,44 @@ def test_tolerance_and_truncation_are_not_called_exact(engine: Engine) -> None:
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
 @pytest.mark.parametrize("batch", [1, 3, 4, 9])
-def test_sequence_inference_by_jacobi_is_bitwise_the_loop(engine: Engine, name: str, batch: int) -> None:
-    body = engine.call("infer", model=name, batch=batch, seed=1, method="jacobi", verify=True)
+@pytest.mark.parametrize("method", ["jacobi", "gs_jacobi"])
+def test_sequence_inference_by_the_solvers_is_bitwise_the_loop(
+    engine: Engine, name: str, batch: int, method: str
+) -> None:
+    body = engine.call("infer", model=name, batch=batch, seed=1, method=method, verify=True)
     sequential = engine.call("infer", model=name, batch=batch, seed=1, method="sequential")
     assert body.exact is True
     assert body.verified.model_dump() == {"max_abs_diff": 0.0, "equal": True}
     assert body.outputs == sequential.outputs
     assert max(body.iterations) <= body.sequential_steps
+
+
+def test_windowed_inference_evaluates_only_its_window() -> None:
+    """gs_jacobi on a long sequence: the same states as the loop, from far fewer cell evaluations than Jacobi."""
+    from models.rnn import RecurrentRegressor, RNNConfig
+    from samplers.families.recurrent import forward_solve
+
+    torch.manual_seed(0)
+    model = RecurrentRegressor(RNNConfig(cell="gru", hidden_size=8, image_size=12)).eval()  # T = 144
+    x = torch.rand(3, 144)
+    cells: list[int] = []
+    original = model.cell
+
+    def counted(x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        cells.append(x_t.shape[0])
+        return original(x_t, h)
+
+    model.cell = counted  # type: ignore[method-assign]
+    with torch.inference_mode():
+        expected = model.predict(model.hidden_states(x))
+        cells.clear()
+        jacobi, *_ = forward_solve(model, x, "jacobi")
+        jacobi_cells, cells[:] = sum(cells), []
+        window, *_ = forward_solve(model, x, "gs_jacobi")
+    assert torch.equal(jacobi, expected)
+    assert torch.equal(window, expected)
+    assert max(cells) <= 3 * 12  # a window of ceil(sqrt(T)) = 12 states per sequence
+    assert sum(cells) < jacobi_cells / 2
 
 
 @pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
