@@ -48,7 +48,9 @@ class Job:
 class Result:
     job_id: str
     status: int  # HTTP status the API answers with
-    body: dict[str, Any]  # the response body, or {"detail": ...}
+    # The response body, or {"detail": ...}: a typed response (samplers.requests) where a worker built one; it is
+    # serialized as it stands, never copied into dicts first. Read back from JSON, a dict.
+    body: Any
 
     def to_json(self) -> str:
         return encode(self)

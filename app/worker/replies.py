@@ -32,7 +32,7 @@ class Replies:
         self.source.complete(job, result)
 
     def ok(self, job: Job, response: BaseModel) -> None:
-        self.answer(job, Result(job.id, 200, response.model_dump()))
+        self.answer(job, Result(job.id, 200, response))
 
     def error(self, job: Job, status: int, detail: object) -> None:
         self.answer(job, Result(job.id, status, {"detail": detail}))

@@ -149,7 +149,7 @@ def test_verify_rides_in_the_batch_and_holds_nobody_else_back(server_registry: P
     assert worker.active_rows() == 2 * 3 + 2  # the verified request brought its sequential reference rows
     answered = run_until_answered(worker, source, [checked, plain])
     assert answered[plain.id] < answered[checked.id]  # the plain request did not wait for the sequential check
-    body = source.results[checked.id].body
+    body = source.results[checked.id].body.model_dump()
     assert body["verified"] is True
     assert body["verified_per_sample"] == [True, True, True]
     alone = sample(Engine("cpu", server_registry), "made-tiny", 3, "jacobi", 7)
