@@ -16,6 +16,8 @@ from models.registry import UnknownModelError
 from samplers.inputs import InputError
 
 log = logging.getLogger("parafeed.errors")
+GONE = 499  # the caller went away before the answer (nginx's code): logged and counted, sent to nobody
+LATE = 504  # the request's deadline passed
 
 
 def field_detail(field: str, message: str) -> list[dict[str, Any]]:

@@ -57,7 +57,18 @@ class Settings(BaseSettings):
     # Longest run of solver iterations in one worker turn: deadlines, shutdown and heartbeats are looked at at
     # least this often (one iteration of a small batch takes about a millisecond).
     turn_ms: float = Field(default=10.0, gt=0.0)
-    expiry_check_ms: float = Field(default=10.0, gt=0.0)  # how often rows whose deadline passed are looked for
+    expiry_check_ms: float = Field(default=10.0, gt=0.0)  # how often jobs past their deadline or abandoned are dropped
+    # Fair shares: every busy lane (the rows of one model and step; the sliced jobs of one task and model) gets
+    # this much worker time per round (deficit round robin), whatever its steps cost.
+    quantum_ms: float = Field(default=20.0, gt=0.0)
+    # Inference and gradient jobs run in slices of about this long: a deadline, a departed caller or a waiting
+    # request is noticed within one slice.
+    slice_ms: float = Field(default=25.0, gt=0.0)
+
+    # Bounded cost: sized for a 4 GB container (about 0.8 GB is the process with its models loaded).
+    max_request_memory_mb: int = Field(default=1024, ge=1)  # one request's estimated peak; beyond it: 422
+    max_request_gflop: float = Field(default=1000.0, gt=0.0)  # one request's estimated worst-case arithmetic
+    worker_memory_mb: int = Field(default=1536, ge=1)  # sliced jobs held at once; beyond it, jobs wait their turn
 
     # Redis mode: delivery guarantees.
     claim_idle_ms: int = 30_000  # a job whose worker renewed no lease for this long is reclaimed (keep >> heartbeat)
@@ -69,6 +80,7 @@ class Settings(BaseSettings):
     worker_stall_s: float = 660.0
     result_ttl_s: int = 600  # undelivered results expire after this
     read_block_ms: int = 250  # a worker's reader blocks this long on the stream: how soon it notices shutdown
+    cancel_poll_ms: int = 100  # how often a worker asks Redis whether the callers of its jobs went away
     drain_attempts: int = 5  # delivery tries per result once a worker is shutting down (about 3 s of backoff)
 
     # Operations.
@@ -99,7 +111,8 @@ class Settings(BaseSettings):
         """The per-request bounds the families check requests against."""
         from samplers.family import Limits
 
-        return Limits(self.max_samples, self.max_batch_rows, self.max_batch_inputs)
+        return Limits(self.max_samples, self.max_batch_rows, self.max_batch_inputs,
+                      self.max_request_memory_mb * 2**20, self.max_request_gflop * 1e9)  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod

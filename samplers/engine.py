@@ -25,12 +25,12 @@ from models.registry import Entry, UnknownModelError, load_model, read_manifest,
 from samplers import auto
 from samplers.determinism import make_deterministic
 from samplers.families import FAMILIES, get_family
-from samplers.family import KINDS, Family, Limits, ModelInfo
-from samplers.inputs import WrongKindError
+from samplers.family import KINDS, Cost, Family, Limits, ModelInfo
+from samplers.inputs import InputError, WrongKindError
 from samplers.plugins import checkpoint_dirs, load_plugins
 from samplers.requests import REQUESTS
 from samplers.system import SamplingSystem
-from samplers.work import Work, run_work
+from samplers.work import SliceWork, Work, run_work
 from solvers import FixedPointBatch
 
 log = logging.getLogger("parafeed.engine")
@@ -119,24 +119,38 @@ class Engine:
         offer = self.family(name).offers_for(self.entry(name))[task]
         return auto.pick(offer.auto_key, self.device.type, offer.fallback)
 
-    def check(self, task: str, request: Any, limits: Limits) -> None:
-        """The family's checks of a validated request (raises InputError naming the field). No torch."""
+    def check(self, task: str, request: Any, limits: Limits) -> Cost:
+        """The family's checks of a validated request, then its estimated cost against the per-request bounds
+        (raises InputError naming the field). No torch: the API thread calls it."""
         family, info = self.serving(request.model, task)
         family.check(task, request, info, limits)
+        method = self.resolve(request.model, task, request.method).method
+        cost = family.cost(task, request, self.entry(request.model), method)
+        if cost.memory > limits.max_memory:
+            raise InputError(cost.field, f"needs about {cost.memory / 2**20:,.0f} MiB by {method}; this server allows "
+                             f"{limits.max_memory / 2**20:,.0f} MiB per request: use fewer inputs")  # fmt: skip
+        if cost.flops > limits.max_flops:
+            allowed = f"{limits.max_flops / 1e9:,.0f} GFLOP per request"
+            raise InputError(cost.field, f"needs up to {cost.flops / 1e9:,.0f} GFLOP by {method}; this server allows "
+                             f"{allowed}: use fewer inputs or another method")  # fmt: skip
+        return cost
 
-    def start(self, task: str, request: Any) -> Work:
-        """The work that answers a checked request."""
+    def start(self, task: str, request: Any, cost: Cost | None = None) -> Work:
+        """The work that answers a checked request (``cost``: its estimate, which sliced work carries)."""
         family, _ = self.serving(request.model, task)
         choice = self.resolve(request.model, task, request.method)
-        return family.start(task, self, request, choice.method, choice.block_size)
+        work = family.start(task, self, request, choice.method, choice.block_size)
+        if isinstance(work, SliceWork) and cost is not None:
+            work.memory = cost.memory
+        return work
 
     def run(
         self, task: str, request: Any, limits: Limits | None = None,
         callback: Callable[[FixedPointBatch], None] | None = None,
     ) -> BaseModel:  # fmt: skip
         """Check, start and do a request in this thread: the library's and the CLI's path to a response."""
-        self.check(task, request, limits or Limits())
-        return run_work(self.start(task, request), self.device.type, callback)
+        cost = self.check(task, request, limits or Limits())
+        return run_work(self.start(task, request, cost), self.device.type, callback)
 
     def call(self, task: str, **fields: Any) -> BaseModel:
         """``run`` with the request's fields as keywords, e.g. ``engine.call("infer", model="...", batch=8)``."""

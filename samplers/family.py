@@ -51,6 +51,17 @@ class Limits:
     max_samples: int = 1024  # samples per /sample request
     max_batch_rows: int = 2048  # rows a worker solves at once (verify doubles a request's rows)
     max_batch_inputs: int = 1024  # inputs per /infer or /gradient request
+    max_memory: int = 8 * 2**30  # bytes one request may hold at its peak (estimate)
+    max_flops: float = 1e14  # arithmetic one request may take, worst case (estimate)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a request will take, estimated from its shape and method before it runs (worst case)."""
+
+    memory: int  # bytes held at the peak
+    flops: float  # floating-point operations, every iteration the method may need
+    field: str  # the request field that sets the size (named in a refusal)
 
 
 class ModelInfo(BaseModel):
@@ -87,6 +98,10 @@ class Family:
 
     def check(self, task: str, request: Any, info: ModelInfo, limits: Limits) -> None:
         """Raise ``samplers.inputs.InputError`` naming the field at fault. No torch: the API thread calls it."""
+        raise NotImplementedError
+
+    def cost(self, task: str, request: Any, entry: Entry, method: str) -> Cost:
+        """The request's estimated memory and arithmetic by ``method`` (checked requests only). No torch."""
         raise NotImplementedError
 
     def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> Work:

@@ -1,9 +1,9 @@
 """The inference task (POST /infer), the same for every family that answers it (DenseNet, the recurrent models).
 
-A family supplies how to run the forward by the requested method (a ``Forward``), the sequential reference for
-``verify`` and how outputs become predictions; this file turns them into ``SliceWork`` and says honestly what was
-computed: ``exact`` only when the solve converged with ``tol=0``, ``verified`` with the max difference and bitwise
-equality against the ordinary sequential forward.
+A family supplies how to run the forward by the requested method (pieces that return a ``Forward``), the
+sequential reference for ``verify`` (pieces too) and how outputs become predictions; this file turns them into
+``SliceWork`` and says honestly what was computed: ``exact`` only when the solve converged with ``tol=0``,
+``verified`` with the max difference and bitwise equality against the ordinary sequential forward.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from samplers.inputs import InputError, as_tensor, check_batch
+from samplers.inputs import as_tensor, check_batch
 from samplers.requests import InferRequest, InferResponse, InferVerified
-from samplers.work import Context, Respond, SliceWork
+from samplers.work import PIECE_ROWS, Context, Pieces, Respond, SliceWork
 
 if TYPE_CHECKING:
     from samplers.engine import Engine
@@ -54,21 +54,28 @@ def request_inputs(engine: Engine, request: Any, parse: Callable[[Any, str], np.
     return inputs.to(engine.device)
 
 
+def rows_in_pieces(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> Pieces[torch.Tensor]:
+    """``fn(inputs)`` computed ``PIECE_ROWS`` rows at a time, pausing between them (row-wise fn: the same bits)."""
+    outputs = []
+    for chunk in torch.split(inputs, PIECE_ROWS):
+        outputs.append(fn(chunk))
+        yield
+    return torch.cat(outputs) if outputs else fn(inputs)
+
+
 def infer_work(
-    request: InferRequest, method: str, sequential_steps: int, run: Callable[[], Forward],
-    reference: Callable[[], torch.Tensor], predictions: Callable[[torch.Tensor], list[Any]],
+    request: InferRequest, method: str, sequential_steps: int, run: Callable[[], Pieces[Forward]],
+    reference: Callable[[], Pieces[torch.Tensor]], predictions: Callable[[torch.Tensor], list[Any]],
 ) -> SliceWork:  # fmt: skip
     """Run (and, if asked, verify) a forward, as work done in slices."""
 
-    def slices() -> Any:
-        with torch.inference_mode():
-            forward = run()
-            yield
-            verified = None
-            if request.verify:
-                expected = reference()
-                verified = InferVerified(max_abs_diff=float((forward.outputs - expected).abs().max()),
-                                         equal=bool(torch.equal(forward.outputs, expected)))  # fmt: skip
+    def pieces() -> Pieces[Respond]:  # driven under inference mode (no context spans a yield)
+        forward = yield from run()
+        verified = None
+        if request.verify:
+            expected = yield from reference()
+            verified = InferVerified(max_abs_diff=float((forward.outputs - expected).abs().max()),
+                                     equal=bool(torch.equal(forward.outputs, expected)))  # fmt: skip
 
         def respond(context: Context) -> InferResponse:
             return InferResponse.model_construct(
@@ -82,8 +89,4 @@ def infer_work(
         finished: Respond = respond
         return finished
 
-    return SliceWork(slices())
-
-
-def wrong_task(model: str, kind: str, task: str) -> InputError:
-    return InputError("model", f"{model} is a {kind}; /{task} does not serve it")
+    return SliceWork(pieces())

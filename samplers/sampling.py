@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from models.pictures import png_bytes
-from samplers.family import Family, Limits, ModelInfo, Offer
+from models.registry import Entry
+from samplers.family import Cost, Family, Limits, ModelInfo, Offer
 from samplers.inputs import InputError
 from samplers.requests import SampleRequest, SampleResponse
 from samplers.system import SamplingSystem
@@ -45,6 +46,12 @@ class SamplerFamily(Family):
 
     def check(self, task: str, request: Any, info: ModelInfo, limits: Limits) -> None:
         check_sample(request, info, limits)
+
+    def cost(self, task: str, request: Any, entry: Entry, method: str) -> Cost:
+        """Samplers are admitted by rows (``max_samples``, ``max_batch_rows``), not by cost: each row holds its
+        iterate, its image and its noise (a few dozen bytes a position); its arithmetic is what its lane costs."""
+        rows = request.num_samples * (2 if request.verify else 1)
+        return Cost(rows * self.describe(entry)[1] * 64, 0.0, "num_samples")
 
     def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> RowWork:
         return start_sample(engine.system(request.model), request, method, block_size, engine.device.type)

@@ -4,8 +4,9 @@
   with ``solvers.solve``; the server puts them into the row batch of their lane (``samplers.rows``), beside other
   requests' rows, and advances the batch one iteration at a time. When every row is solved, ``respond`` builds
   the response from them.
-- ``SliceWork`` (inference, gradients): the family's own computation, in bounded slices (a generator that yields
-  between them), so a server can interleave it with other work, and stop it between slices.
+- ``SliceWork`` (inference, gradients): the family's own computation as a generator that yields between small
+  pieces (``PIECE_ROWS`` rows, ``PIECE_STEPS`` time steps, one scan level); a slice runs pieces for a time budget,
+  so a server can interleave it with other work, and stop it between slices (its memory is released).
 
 ``run_work`` is the library's (and the CLI's) way through either; the server's worker (``app/worker``) drives
 the same objects. Families build them in ``Family.start``.
@@ -13,9 +14,11 @@ the same objects. Families build them in ``Family.start``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -59,6 +62,11 @@ class Context:
 
 
 Respond = Callable[[Context], BaseModel]
+T = TypeVar("T")
+Pieces = Generator[Any, None, T]  # a computation that yields between small pieces and returns its result
+
+PIECE_ROWS = 8  # rows (images, sequences) per call in sliced work: the batch-invariant row multiple
+PIECE_STEPS = 32  # time steps per piece of a sequential recurrent loop
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> list[bool]:
@@ -103,18 +111,23 @@ class RowWork:
 
 @dataclass
 class SliceWork:
-    """Work done in slices: ``slices`` yields between bounded pieces and returns how to respond."""
+    """Work done in slices: ``pieces`` yields between small pieces and returns how to respond. Its driver runs it
+    under ``torch.inference_mode``; no grad-mode context may span one of its yields (the driver's code runs there)."""
 
-    slices: Generator[None, None, Respond]
+    pieces: Pieces[Respond]
     compute_s: float = 0.0  # time spent inside slices so far
+    memory: int = 0  # bytes it holds while it runs (its family's estimate; a worker's budget admits by it)
     finished: Respond | None = field(default=None, init=False)
     row_sets: list[RowSet] = field(default_factory=list, init=False)  # none: a lane of its own
 
-    def advance(self) -> bool:
-        """Run one slice; True once the work is done (``respond`` may be called)."""
+    def advance(self, budget_s: float = math.inf) -> bool:
+        """Run pieces for ``budget_s`` seconds (at least one piece); True once the work is done (``respond``)."""
         start = time.perf_counter()
         try:
-            next(self.slices)
+            while True:
+                next(self.pieces)
+                if time.perf_counter() - start >= budget_s:
+                    break
         except StopIteration as stop:
             self.finished = stop.value
         finally:
@@ -127,7 +140,7 @@ class SliceWork:
 
     def close(self) -> None:
         """Abandon the work between slices (deadline, client gone, shutdown): its memory is released."""
-        self.slices.close()
+        self.pieces.close()
 
 
 Work = RowWork | SliceWork
@@ -170,8 +183,8 @@ def run_work(work: Work, device: str = "cpu", callback: Callable[[FixedPointBatc
     """Do the work in this thread, start to end, and return its response. ``callback`` sees the solver state
     after every evaluation of the first row set (progress bars)."""
     if isinstance(work, SliceWork):
-        while not work.advance():
-            pass
+        with torch.inference_mode():
+            work.advance()
         return work.respond(device=device)
     start = time.perf_counter()
     with torch.inference_mode():

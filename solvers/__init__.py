@@ -5,9 +5,21 @@ result = solve(step, x0, method="jacobi")   # result.x, .iterations, .converged,
 """
 
 from solvers.batch import FixedPointBatch, Schedule
+from solvers.pieces import drain
 from solvers.result import SolveResult
 from solvers.schedule import METHODS
-from solvers.solve import solve, solve_backward
+from solvers.solve import solve, solve_backward, solving, solving_backward
 from solvers.step import Step
 
-__all__ = ["METHODS", "FixedPointBatch", "Schedule", "SolveResult", "Step", "solve", "solve_backward"]
+__all__ = [
+    "METHODS",
+    "FixedPointBatch",
+    "Schedule",
+    "SolveResult",
+    "Step",
+    "drain",
+    "solve",
+    "solve_backward",
+    "solving",
+    "solving_backward",
+]

@@ -21,9 +21,12 @@ Shapes: A (B, T, H, H) dense or (B, T, H) diagonal; b (B, T, H); h0 (B, H) or No
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import torch
+
+from solvers.pieces import drain
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,21 @@ def _combine(
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False) -> ScanResult:
     """All states of h_t = A_t h_{t-1} + b_t (or, reversed, g_t = A_t g_{t+1} + b_t) in ceil(log2 T) levels."""
+    return drain(scanning(a, b, h0, reverse))
+
+
+def scanning(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False, overwrite: bool = False
+) -> Generator[int, None, ScanResult]:
+    """``linear_scan`` one level at a time: yields the number of levels done, returns the result.
+
+    overwrite: the caller hands over ``a`` and ``b`` (they may be overwritten): saves a copy of the Jacobians.
+    """
     diagonal = a.dim() == b.dim()
     _check(a, b, h0, diagonal)
     batch, length, hidden = b.shape
     if reverse:
-        a, b = a.flip(1), b.flip(1)
+        a, b = a.flip(1), b.flip(1)  # copies
     levels = math.ceil(math.log2(length)) if length > 1 else 0
     size = 1 << levels
     if size > length:  # pad with identity maps at the end: they never feed a real position
@@ -59,7 +72,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
         )
         a = torch.cat([a, eye.expand(batch, pad, *eye.shape)], dim=1)
         b = torch.cat([b, b.new_zeros(batch, pad, hidden)], dim=1)
-    a, b = a.clone(), b.clone()
+    elif not (reverse or overwrite):
+        a, b = a.clone(), b.clone()
     for level in range(levels):
         half = 1 << level
         blocks = size // (2 * half)
@@ -69,6 +83,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
         new_a, new_b = _combine(a_view[:, :, 1], b_view[:, :, 1], a_lo, b_lo, diagonal)
         a_view[:, :, 1] = new_a
         b_view[:, :, 1] = new_b
+        del new_a, new_b
+        yield level + 1
     a, b = a[:, :length], b[:, :length]
     h = b
     if h0 is not None:

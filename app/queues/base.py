@@ -24,6 +24,10 @@ class JobQueue(Protocol):
         """The job's result, or None if ``timeout`` seconds pass first."""
         ...
 
+    async def cancel(self, job: Job) -> None:
+        """The caller went away: a worker holding the job stops it (best effort; its deadline stops it anyway)."""
+        ...
+
     async def depth(self) -> int:
         """Jobs accepted and not yet answered."""
         ...
@@ -54,6 +58,10 @@ class WorkSource(Protocol):
 
     def beat(self) -> None:
         """The loop is alive and making progress (called once per turn)."""
+        ...
+
+    def cancelled(self, job_ids: set[str]) -> set[str]:
+        """Which of these jobs their callers abandoned. Asked between steps, so cheap and without I/O."""
         ...
 
     def ready(self, wanted: int) -> bool:

@@ -22,6 +22,7 @@ class LocalQueue:
         self._ready = threading.Condition()
         self._futures: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Result]]] = {}
         self._outstanding: set[str] = set()
+        self._cancelled: set[str] = set()  # abandoned by their callers, not yet answered
         self.worker_thread: threading.Thread | None = None  # set by the app: readiness means it is alive
 
     # -- API side -------------------------------------------------------------------------------------------
@@ -52,6 +53,11 @@ class LocalQueue:
             with self._ready:
                 self._futures.pop(job.id, None)
 
+    async def cancel(self, job: Job) -> None:
+        with self._ready:
+            if job.id in self._outstanding:
+                self._cancelled.add(job.id)
+
     async def depth(self) -> int:
         return len(self._outstanding)
 
@@ -74,6 +80,7 @@ class LocalQueue:
     def complete(self, job: Job, result: Result) -> None:
         with self._ready:
             self._outstanding.discard(job.id)
+            self._cancelled.discard(job.id)
             entry = self._futures.get(job.id)
         if entry is None:  # the caller gave up (deadline); nobody to tell
             return
@@ -92,6 +99,9 @@ class LocalQueue:
 
     def beat(self) -> None:
         pass  # the worker shares this process: readiness checks its thread directly
+
+    def cancelled(self, job_ids: set[str]) -> set[str]:
+        return job_ids & self._cancelled  # a racy read is fine: a cancellation is noticed at the next look
 
     def ready(self, wanted: int) -> bool:
         return wanted > 0 and bool(self._jobs)  # a racy read is fine for a hint: fetch takes the lock

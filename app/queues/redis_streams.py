@@ -1,8 +1,8 @@
 """Redis Streams between API replicas and ``parafeed worker`` processes on any number of hosts.
 
 Keys (prefix ``P``): ``P:jobs`` (stream, consumer group ``workers``), ``P:result:<id>`` (a list holding the one
-answer), ``P:done:<id>`` (the answer was delivered), ``P:dead`` (dead-letter stream), ``P:workers`` (sorted
-set of heartbeats).
+answer), ``P:done:<id>`` (the answer was delivered), ``P:cancel:<id>`` (the caller went away), ``P:dead``
+(dead-letter stream), ``P:workers`` (sorted set of heartbeats).
 
 Guarantees:
 - at-least-once execution: a job stays pending until acknowledged; a live worker renews the lease on the jobs
@@ -78,6 +78,9 @@ class Keys:
 
     def done(self, job_id: str) -> str:
         return f"{self.prefix}:done:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
 
 
 def retry_policy() -> Retry:
@@ -185,6 +188,11 @@ class RedisQueue:
             log.warning("job re-submitted after redis lost it", extra={"job": job.id})
         except TRANSIENT:
             pass  # still down: try again on the next error
+
+    async def cancel(self, job: Job) -> None:
+        """Tell whichever worker holds the job that its caller went away (it looks every ``cancel_poll_ms``)."""
+        with contextlib.suppress(*TRANSIENT):
+            await self.client.set(self.keys.cancel(job.id), "1", ex=self.settings.result_ttl_s)
 
     async def depth(self) -> int:
         return int(await self.client.xlen(self.keys.jobs))

@@ -60,6 +60,10 @@ class RedisWorkSource:
         self.heart = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
         self.last_beat = time.monotonic()
         threading.Thread(target=self._heartbeat, name=f"heartbeat-{name}", daemon=True).start()
+        # Callers that went away: polled on a connection of its own for the jobs this worker holds.
+        self.gone: frozenset[str] = frozenset()
+        self.watcher = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+        threading.Thread(target=self._watch_cancellations, name=f"cancellations-{name}", daemon=True).start()
 
     def ensure_group(self) -> None:
         try:
@@ -278,6 +282,22 @@ class RedisWorkSource:
                     self.ensure_group()
             except TRANSIENT:
                 pass
+
+    def cancelled(self, job_ids: set[str]) -> set[str]:
+        return job_ids & self.gone
+
+    def _watch_cancellations(self) -> None:
+        while not self.stopped.wait(self.settings.cancel_poll_ms / 1000):
+            with self.lock:
+                held = list(self.entries)
+            if not held:
+                self.gone = frozenset()
+                continue
+            try:
+                flags: Any = self.watcher.mget([self.keys.cancel(job_id) for job_id in held])
+            except TRANSIENT:
+                continue
+            self.gone = frozenset(job_id for job_id, flag in zip(held, flags, strict=True) if flag)
 
     def leave(self) -> None:
         """Stop reading and beating; hand back what the reader read and the solver never took."""

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.deps import CALL_HEADERS, CallDep
 from app.dispatch import submit
-from app.responses import FastJSONResponse
 from samplers.requests import (
     ErrorResponse,
     GradientRequest,
@@ -38,18 +37,18 @@ router = APIRouter(responses=ERRORS)
 
 
 @router.post("/sample", response_model=SampleResponse, tags=["sampling"], openapi_extra=CALL_HEADERS)
-async def sample(body: SampleRequest, call: CallDep) -> FastJSONResponse:
+async def sample(body: SampleRequest, call: CallDep) -> Response:
     """Exact samples from an autoregressive model, solved in parallel and batched across requests."""
     return await submit("sample", body, call)
 
 
 @router.post("/infer", response_model=InferResponse, tags=["gradients and inference"], openapi_extra=CALL_HEADERS)
-async def infer(body: InferRequest, call: CallDep) -> FastJSONResponse:
+async def infer(body: InferRequest, call: CallDep) -> Response:
     """Forward a classifier (logits, classes) or a sequence model (next-pixel predictions) through the solvers."""
     return await submit("infer", body, call)
 
 
 @router.post("/gradient", response_model=GradientResponse, tags=["gradients and inference"], openapi_extra=CALL_HEADERS)
-async def gradient(body: GradientRequest, call: CallDep) -> FastJSONResponse:
+async def gradient(body: GradientRequest, call: CallDep) -> Response:
     """Gradient of the mean next-pixel loss by BPTT ("sequential"), Jacobi (truncated when capped) or scan."""
     return await submit("gradient", body, call)

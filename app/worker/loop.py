@@ -2,16 +2,20 @@
 
 A fetched job becomes work at once (``Engine.start``: the family checks it against this worker's limits and
 builds it). Row work (sampling) puts its row sets into the row batch of their lane (``samplers.rows.RowGroup``,
-one per model and step variant); sliced work (inference, gradients) runs in slices. Every turn of the loop:
+one per model and step variant); sliced work (inference, gradients) joins the slice lane of its task and model
+(``app.worker.lanes``). Every turn of the loop:
 1. beat, then fetch jobs while rows are free (a source hands out at most as many jobs as there are free rows,
    and no more than one sliced job ahead, so a worker never hoards what others could run);
 2. admit waiting jobs (``app.worker.scheduler``); spare rows, up to ``verify_rows``, take background checks;
-3. advance every lane by one solver iteration (the same ``FixedPointBatch`` code as ``solvers.solve``);
-4. answer finished work; a request is answered the moment its last row is done.
-Steps 3-4 repeat within the turn while nobody could be admitted anyway (no row finished, no job ready for free
-rows, at most ``turn_ms``), so the bookkeeping of steps 1-2 is paid once per several iterations.
-Nobody waits for somebody else's slow sample. ``batching="static"`` is the batch-synchronous baseline: a lane
-admits only when empty and answers only when every row is done.
+3. step the lanes, in the order and for the time deficit round robin gives them (``app.worker.fair``): a row
+   lane's step is one solver iteration of all its rows (the same ``FixedPointBatch`` code as ``solvers.solve``),
+   a slice lane's step one slice of one job;
+4. answer finished work; a request is answered the moment its last row (or slice) is done.
+Steps 3-4 repeat within the turn while nobody could be admitted anyway (nothing finished, no job ready for free
+rows, at most ``turn_ms``), so the bookkeeping of steps 1-2 is paid once per several steps. Every
+``expiry_check_ms`` jobs past their deadline (504) or abandoned by their caller (499) are dropped, rows, slices
+and memory alike. Nobody waits for somebody else's slow sample or long gradient. ``batching="static"`` is the
+batch-synchronous baseline: a row lane admits only when empty and answers only when every row is done.
 
 Invariant: sample i of a request depends only on (model, seed, i) (see ``samplers.rows``).
 """
@@ -22,14 +26,18 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 import torch
 
 from app import metrics
+from app.errors import GONE, LATE
 from app.jobs import Job
 from app.queues import WorkSource
 from app.settings import Settings
+from app.worker.fair import DeficitRoundRobin
+from app.worker.lanes import Sliced, SliceLane
 from app.worker.owners import Active, SpotCheck
 from app.worker.replies import Replies
 from app.worker.scheduler import Scheduler, Waiting
@@ -45,11 +53,13 @@ class Worker:
     def __init__(self, engine: Engine, source: WorkSource, settings: Settings, name: str = "worker") -> None:
         self.engine, self.source, self.settings, self.name = engine, source, settings, name
         self.lanes: dict[Any, RowGroup] = {}  # (model, step variant) -> its row batch
-        self.scheduler = Scheduler(settings.max_batch_rows, settings.batching == "static")
+        self.sliced: dict[Any, SliceLane] = {}  # ("slices", task, model) -> its sliced jobs
+        self.fair = DeficitRoundRobin(settings.quantum_ms / 1000)
+        self.static = settings.batching == "static"
+        self.scheduler = Scheduler(settings.max_batch_rows, settings.worker_memory_mb * 2**20, self.static)
         self.checks: deque[SpotCheck] = deque()  # answered rows waiting for a background re-solve
         self.replies = Replies(source, settings, engine.device.type)
         self.stop = threading.Event()
-        self.static = settings.batching == "static"
         self.next_expiry_check = 0.0
         self.occupancy_of: dict[str, Any] = {}
 
@@ -65,9 +75,9 @@ class Worker:
         self.drain()
 
     def turn(self) -> None:
-        """One turn: beat, fetch and admit, then solver iterations of every lane, answering what finished."""
+        """One turn: beat, fetch and admit, then steps of the lanes fair shares give, answering what finished."""
         self.source.beat()
-        idle = not self.active_rows() and not self.scheduler.waiting
+        idle = not self.busy() and not self.scheduler.waiting
         fetched = self.fetch(0.25 if idle else 0.0)
         if fetched and idle and self.settings.batch_wait_s > 0:  # give a batch a moment to form
             time.sleep(self.settings.batch_wait_s)
@@ -80,24 +90,32 @@ class Worker:
         self.source.ready(int(room))  # admission may have used the last free rows: no read-ahead
         ends = time.monotonic() + self.settings.turn_ms / 1000
         with torch.inference_mode():
-            # Rows leave the batch only when one finishes, which ends this loop: the room stays what it was.
-            while self.iterate_all() and not self.stop.is_set() and time.monotonic() < ends:
-                if room and self.source.ready(1):
+            while not self.stop.is_set():  # at least one step a turn
+                key = self.fair.pick(self.busy())
+                if key is None or self.step(key):  # something finished: its room may go to a waiting job
+                    break
+                if (room and self.source.ready(1)) or time.monotonic() >= ends:
                     break
         if time.monotonic() >= self.next_expiry_check:
             self.next_expiry_check = time.monotonic() + self.settings.expiry_check_ms / 1000
             self.expire()
 
-    def iterate_all(self) -> bool:
-        """One solver iteration of every lane with rows; True if some were iterated and none finished."""
-        stepped, finished = False, False
-        for key, group in self.lanes.items():
-            if group.rows:
-                self.occupancy(key[0]).observe(group.rows / self.settings.max_batch_rows)
-                self.safely(group)
-                finished |= self.finish(group)
-                stepped = True
-        return stepped and not finished
+    def busy(self) -> list[Hashable]:
+        """Lanes with work to do."""
+        return [k for k, g in self.lanes.items() if g.rows] + [k for k, lane in self.sliced.items() if lane]
+
+    def step(self, key: Hashable) -> bool:
+        """One step of a lane, charged to it; True if work finished (rows or memory were freed)."""
+        start = time.perf_counter()
+        if key in self.lanes:
+            group = self.lanes[key]
+            self.occupancy(key[0]).observe(group.rows / self.settings.max_batch_rows)  # type: ignore[index]
+            self.safely(group)
+            finished = self.finish(group)
+        else:
+            finished = self.slice(self.sliced[key])
+        self.fair.charge(key, time.perf_counter() - start)
+        return finished
 
     def occupancy(self, model: str) -> Any:
         """The occupancy histogram of one model (label lookups cost more than the observation)."""
@@ -108,6 +126,9 @@ class Worker:
 
     def active_rows(self) -> int:
         return sum(group.rows for group in self.lanes.values())
+
+    def active_memory(self) -> int:
+        return sum(s.memory for lane in self.sliced.values() for s in lane.jobs)
 
     # -- jobs in --------------------------------------------------------------------------------------------
     def fetch(self, timeout: float) -> int:
@@ -129,24 +150,28 @@ class Worker:
         """Check the job against this worker's limits and start its work; a job that cannot start is answered."""
         try:
             request = REQUESTS[job.kind].model_validate(job.payload)
-            self.engine.check(job.kind, request, self.settings.limits)
-            work = self.engine.start(job.kind, request)
+            cost = self.engine.check(job.kind, request, self.settings.limits)
+            work = self.engine.start(job.kind, request, cost)
         except Exception as error:
             self.replies.fail(job, error)
             return
         rows = work.rows if isinstance(work, RowWork) else 0
-        self.scheduler.add(Waiting(job, work, rows, tuple(s.lane for s in work.row_sets)))
+        memory = work.memory if isinstance(work, SliceWork) else 0
+        self.scheduler.add(Waiting(job, work, rows, memory, tuple(s.lane for s in work.row_sets)))
 
     def admit(self) -> None:
-        admission = self.scheduler.admit(
-            self.active_rows(), lambda lane: lane in self.lanes and self.lanes[lane].sealed
-        )
-        for waiting in admission.expired:
-            self.replies.error(waiting.job, 504, "deadline passed before the job started")
+        def sealed(key: Hashable) -> bool:
+            return key in self.lanes and self.lanes[key].sealed
+
+        gone = self.source.cancelled({w.job.id for w in self.scheduler.waiting})
+        admission = self.scheduler.admit(self.active_rows(), self.active_memory(), sealed, lambda j: j.id in gone)
+        for waiting, status in admission.dropped:
+            self.replies.dropped(waiting.job, status, "before the job started")
         for waiting in admission.start:
             metrics.QUEUE_WAIT.labels(waiting.job.kind).observe(max(time.time() - waiting.job.submitted, 0.0))
             if isinstance(waiting.work, SliceWork):
-                self.run_slices(waiting.job, waiting.work)
+                key = ("slices", waiting.job.kind, waiting.job.payload.get("model"))
+                self.sliced.setdefault(key, SliceLane()).jobs.append(Sliced(waiting.job, waiting.work, waiting.memory))
             else:
                 self.place(Active(waiting.job, waiting.work))
 
@@ -179,17 +204,24 @@ class Worker:
             spot = self.checks.popleft()
             group.add(spot.check.rows, spot)
 
-    def run_slices(self, job: Job, work: SliceWork) -> None:
-        """Sliced work, run to the end within this turn."""
-        queue_ms = max(time.time() - job.submitted, 0.0) * 1000
-        try:
-            while not work.advance():
-                pass
-            self.replies.ok(job, work.respond(queue_ms, self.engine.device.type))
-        except Exception as error:
-            self.replies.fail(job, error)
-
     # -- answers --------------------------------------------------------------------------------------------
+    def slice(self, lane: SliceLane) -> bool:
+        """One slice of the job whose turn it is; True if it finished."""
+        head = lane.jobs[0]
+        try:
+            finished = lane.step(self.settings.slice_ms / 1000)
+        except Exception as error:
+            self.replies.fail(head.job, error)
+            return True
+        if finished is None:
+            return False
+        queue_ms = max(finished.admitted - finished.job.submitted, 0.0) * 1000
+        try:
+            self.replies.ok(finished.job, finished.work.respond(queue_ms, self.engine.device.type))
+        except Exception as error:
+            self.replies.fail(finished.job, error)
+        return True
+
     def finish(self, group: RowGroup) -> bool:
         """Answer the owners whose rows are all done; True if rows were freed."""
         if self.static and not bool(group.batch.done.all()):
@@ -236,31 +268,38 @@ class Worker:
         return list(owners.values())
 
     def expire(self) -> None:
-        """Rows of requests whose deadline passed are dropped: nobody waits for them."""
-        late = [active for active in self.in_lanes() if active.job.expired]
-        if late:
-            self.drop(list(late))
-            for active in late:
-                self.replies.error(active.job, 504, "deadline passed while solving")
+        """Jobs whose deadline passed (504) or whose caller went away (499) stop here: their rows leave the batch,
+        their slices stop and release their memory. Nobody waits for them."""
+        active = self.in_lanes()
+        sliced = [s for lane in self.sliced.values() for s in lane.jobs]
+        gone = self.source.cancelled({a.job.id for a in active} | {s.job.id for s in sliced})
+        late = {j.id: j for j in [a.job for a in active] + [s.job for s in sliced] if j.expired or j.id in gone}
+        if not late:
+            return
+        self.drop([a for a in active if a.job.id in late])
+        for lane in self.sliced.values():
+            lane.drop(set(late))
+        for job in late.values():
+            self.replies.dropped(job, LATE if job.expired else GONE, "while it was being computed")
 
     # -- shutdown -------------------------------------------------------------------------------------------
     def drain(self) -> None:
-        """Finish rows in flight within the drain timeout; hand back whatever is left (and all waiting jobs)."""
+        """Finish work in flight within the drain timeout; hand back whatever is left (and all waiting jobs)."""
         for waiting in self.scheduler.take_all():
             self.source.release(waiting.job)
         self.checks.clear()
         for group in self.lanes.values():
             group.drop(group.owners_of_kind(SpotCheck))
         deadline = time.monotonic() + self.settings.drain_timeout_s
-        while self.active_rows() and time.monotonic() < deadline:
-            self.source.beat()
-            with torch.inference_mode():
-                for group in self.lanes.values():
-                    if group.rows:
-                        self.safely(group)
-                        self.finish(group)
+        with torch.inference_mode():
+            while (key := self.fair.pick(self.busy())) is not None and time.monotonic() < deadline:
+                self.source.beat()
+                self.step(key)
         left = self.in_lanes()
         self.drop(list(left))
+        for lane in self.sliced.values():
+            for sliced in lane.drop({s.job.id for s in lane.jobs}):
+                self.source.release(sliced.job)
         for active in left:
             self.source.release(active.job)
         log.info("worker stopped", extra={"worker": self.name})

@@ -13,7 +13,7 @@ import time
 from pydantic import BaseModel
 
 from app import metrics
-from app.errors import answer_for
+from app.errors import LATE, answer_for
 from app.jobs import Job, Result
 from app.queues import WorkSource
 from app.settings import Settings
@@ -36,6 +36,11 @@ class Replies:
 
     def error(self, job: Job, status: int, detail: object) -> None:
         self.answer(job, Result(job.id, status, {"detail": detail}))
+
+    def dropped(self, job: Job, status: int, when: str) -> None:
+        """A job stopped because its deadline passed (504) or its caller went away (499)."""
+        reason = "deadline passed" if status == LATE else "the caller went away"
+        self.error(job, status, f"{reason} {when}")
 
     def fail(self, job: Job, error: Exception) -> None:
         """A job that failed: the caller's mistake is a 4xx naming it, ours a logged 500 without details."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +32,11 @@ from models.densenet import DenseBlock, DenseNet
 from models.invariance import pad_rows
 from models.registry import Entry
 from samplers import inference
-from samplers.family import Family, Limits, ModelInfo, Offer
-from samplers.inference import Forward
+from samplers.family import Cost, Family, Limits, ModelInfo, Offer
+from samplers.inference import Forward, rows_in_pieces
 from samplers.inputs import image_array
-from samplers.work import SliceWork
-from solvers import FixedPointBatch, solve
+from samplers.work import PIECE_ROWS, SliceWork
+from solvers import FixedPointBatch, drain, solving
 
 if TYPE_CHECKING:
     from samplers.engine import Engine
@@ -127,12 +127,21 @@ def dense_solve(
     max_iterations: int | None = None, callback: Callable[[FixedPointBatch], None] | None = None,
 ) -> DenseSolve:  # fmt: skip
     """Solve the network for a batch of images with ``solvers.solve`` (per-image stopping)."""
+    with torch.no_grad():
+        return drain(dense_pieces(system, images, method, tol, max_iterations), callback)
+
+
+def dense_pieces(
+    system: DenseSystem, images: torch.Tensor, method: str = "jacobi", tol: float = 0.0,
+    max_iterations: int | None = None, rows_per_call: int | None = None,
+) -> Generator[Any, None, DenseSolve]:  # fmt: skip
+    """``dense_solve`` piece by piece (``solvers.solving``), ``rows_per_call`` images per network evaluation."""
 
     def step(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return system.evaluate(x, images[rows])
 
     x0 = images.new_zeros(images.shape[0], system.length, system.width)
-    result = solve(step, x0, method=method, tol=tol, max_iterations=max_iterations, callback=callback)
+    result = yield from solving(step, x0, method, max_iterations, tol=tol, rows_per_call=rows_per_call)
     certified = result.all_converged and tol == 0.0
     residual = inference.residual(certified, lambda: system.evaluate(result.x, images), result.x)
     return DenseSolve(system.logits(result.x), result.iterations, result.converged, result.evaluations, residual)
@@ -153,6 +162,30 @@ class DenseNetFamily(Family):
         assert isinstance(model, DenseNet)
         return DenseSystem(model)
 
+    def cost(self, task: str, request: Any, entry: Entry, method: str) -> Cost:
+        """Per image: one forward's arithmetic (the convolutions), times the unknowns for Jacobi's worst case; the
+        iterate holds every unknown of every image (padded to the largest); verify adds one forward."""
+        cfg = entry.config
+        k, layers = int(cfg.get("growth", 12)), list(cfg.get("block_layers", [6, 6, 6]))
+        wide, channels, size = int(cfg.get("bottleneck", 4)) * k, 2 * k, 28
+        flops, largest = 2.0 * 9 * channels * size**2, channels * size**2  # the stem
+        for i, count in enumerate(layers):
+            width = channels + count * k
+            flops += 2.0 * count * size**2 * (width * wide + 9 * wide * k)  # layer-batched: every layer sees the width
+            largest = max(largest, k * size**2)
+            if i < len(layers) - 1:
+                channels = math.floor(width * float(cfg.get("compression", 0.5)))
+                flops += 2.0 * width * channels * size**2
+                size //= 2
+                largest = max(largest, channels * size**2)
+        images = len(request.inputs) if request.inputs is not None else request.batch
+        unknowns = self.describe(entry)[1]
+        solve = images * flops * (1 if method == "sequential" else unknowns)
+        memory = 2 * images * unknowns * largest * 4 if method != "sequential" else images * 4096
+        pieces = 8 * PIECE_ROWS * largest * 4 * 4  # activations of one piece of rows
+        field = "inputs" if request.inputs is not None else "batch"
+        return Cost(memory + pieces, solve + (images * flops if request.verify else 0.0), field)
+
     @staticmethod
     def parse(info: ModelInfo, limit: int) -> Callable[[Any, str], np.ndarray]:
         shape = (info.shape[0], info.shape[1], info.shape[2])
@@ -166,11 +199,12 @@ class DenseNetFamily(Family):
         info = engine.info(request.model)
         images = inference.request_inputs(engine, request, self.parse(info, sys.maxsize))
 
-        def run() -> Forward:
+        def run() -> Generator[Any, None, Forward]:
             if method == "sequential":  # the ordinary forward, layer after layer
-                return Forward(system.model(images), [system.length] * images.shape[0], True, 0.0)
-            solved = dense_solve(system, images, method, request.tol, request.max_iterations)
+                logits = yield from rows_in_pieces(system.model, images)
+                return Forward(logits, [system.length] * images.shape[0], True, 0.0)
+            solved = yield from dense_pieces(system, images, method, request.tol, request.max_iterations, PIECE_ROWS)
             return Forward(solved.logits, solved.iterations.tolist(), bool(solved.converged.all()), solved.residual)
 
-        return inference.infer_work(request, method, system.length, run, lambda: system.model(images),
+        return inference.infer_work(request, method, system.length, run, lambda: rows_in_pieces(system.model, images),
                                     lambda logits: logits.argmax(dim=1).tolist())  # fmt: skip

@@ -18,6 +18,7 @@ Shapes: x (B, T) pixels; states (B, T, H) = h_1..h_T; predictions (B, T).
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,12 @@ import torch
 from models.registry import Entry
 from models.rnn import RecurrentRegressor
 from samplers import inference
-from samplers.bptt import GRADIENT_METHODS, gradient_work
-from samplers.family import Family, Limits, ModelInfo, Offer
+from samplers.bptt import GRADIENT_METHODS, SCAN_BYTES, gradient_work, states_in_pieces
+from samplers.family import Cost, Family, Limits, ModelInfo, Offer
 from samplers.inference import Forward
 from samplers.inputs import InputError, as_tensor, sequence_array
-from samplers.work import SliceWork
-from solvers import solve
+from samplers.work import PIECE_ROWS, Pieces, SliceWork
+from solvers import drain, solving
 
 if TYPE_CHECKING:
     from samplers.engine import Engine
@@ -44,6 +45,15 @@ def forward_solve(
     max_iterations: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool, float]:  # fmt: skip
     """(predictions (B, T), iterations (B,), converged, residual) by ``solvers.solve`` over the states."""
+    with torch.no_grad():
+        return drain(forward_pieces(model, x, method, tol, max_iterations))
+
+
+def forward_pieces(
+    model: RecurrentRegressor, x: torch.Tensor, method: str = "jacobi", tol: float = 0.0,
+    max_iterations: int | None = None, rows_per_call: int | None = None,
+) -> Pieces[tuple[torch.Tensor, torch.Tensor, bool, float]]:  # fmt: skip
+    """``forward_solve`` piece by piece (``solvers.solving``), ``rows_per_call`` sequences per evaluation."""
     batch, length = x.shape
     hidden = model.config.hidden_size
 
@@ -57,7 +67,7 @@ def forward_solve(
         return h.clone().scatter_(1, t[..., None].expand(-1, -1, hidden), new)  # clamped repeats: equal values
 
     x0 = x.new_zeros(batch, length, hidden)
-    result = solve(step, x0, method=method, tol=tol, max_iterations=max_iterations)
+    result = yield from solving(step, x0, method, max_iterations, tol=tol, rows_per_call=rows_per_call)
     certified = result.all_converged and tol == 0.0
     everything = torch.tensor([[0, length]] * batch, device=x.device)
     residual = inference.residual(certified, lambda: step(result.x, torch.arange(batch), everything), result.x)
@@ -79,6 +89,25 @@ class RecurrentFamily(Family):
     def describe(self, entry: Entry) -> tuple[list[int], int]:
         size = int(entry.config.get("image_size", 10))
         return [size * size], size * size
+
+    def cost(self, task: str, request: Any, entry: Entry, method: str) -> Cost:
+        """From the sequence length T, hidden size H and batch B: the states and their per-step derivatives
+        (about a dozen (B, T, H) tensors), the scan's dense H x H Jacobians in groups of ``SCAN_BYTES`` (a few times
+        that while they are formed), and the arithmetic of each method's worst case (Jacobi: T iterations)."""
+        t = self.describe(entry)[1]
+        h = int(entry.config.get("hidden_size", 128))
+        b = len(request.inputs) if request.inputs is not None else request.batch
+        cell = 2.0 * (3 if self.name == "gru" else 1) * h * (h + 1)  # one step of one sequence
+        states = 12 * b * t * h * 4
+        if task == "infer":
+            flops = {"sequential": b * t * cell}.get(method, b * t * t * cell)
+        else:
+            flops = {"sequential": 3 * b * t * cell, "scan": b * t * (math.log2(max(t, 2)) + 2) * 2.0 * h**3}.get(
+                method, b * t * t * 2 * cell
+            )
+        scan = 6 * min(SCAN_BYTES, b * t * h * h * 4) if method == "scan" else 0
+        verify = 3 * b * t * cell if request.verify else 0.0
+        return Cost(states + scan, flops + verify, "inputs" if request.inputs is not None else "batch")
 
     @staticmethod
     def parse(info: ModelInfo, limit: int) -> Callable[[Any, str], np.ndarray]:
@@ -102,15 +131,18 @@ class RecurrentFamily(Family):
             targets = None if request.targets is None else as_tensor(parse(request.targets, "targets")).to(x.device)
             return gradient_work(model, request, method, x, targets)
 
-        def run() -> Forward:
-            if method == "sequential":  # the ordinary loop over time steps
-                return Forward(model(x), [x.shape[1]] * x.shape[0], True, 0.0)
-            predictions, iterations, converged, residual = forward_solve(
-                model, x, method, request.tol, request.max_iterations
+        def sequential() -> Pieces[torch.Tensor]:  # the ordinary loop over time steps
+            return model.predict((yield from states_in_pieces(model, x)))
+
+        def run() -> Pieces[Forward]:
+            if method == "sequential":
+                return Forward((yield from sequential()), [x.shape[1]] * x.shape[0], True, 0.0)
+            predictions, iterations, converged, residual = yield from forward_pieces(
+                model, x, method, request.tol, request.max_iterations, PIECE_ROWS
             )
             return Forward(predictions, iterations.tolist(), converged, residual)
 
-        return inference.infer_work(request, method, x.shape[1], run, lambda: model(x),
+        return inference.infer_work(request, method, x.shape[1], run, sequential,
                                     lambda predictions: predictions.tolist())  # fmt: skip
 
 

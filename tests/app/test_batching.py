@@ -92,6 +92,11 @@ class FakeSource:
     def ready(self, wanted: int) -> bool:
         return bool(self.jobs)
 
+    def cancelled(self, job_ids: set[str]) -> set[str]:
+        return job_ids & self.gone
+
+    gone: set[str] = set()  # noqa: RUF012  (a test may abandon jobs here)
+
 
 def sample_job(n: int, seed: int, model: str = "made-tiny") -> Job:
     payload = {"model": model, "num_samples": n, "method": "jacobi", "seed": seed, "block_size": None,

@@ -1,0 +1,54 @@
+"""The lane of sliced jobs (inference, gradients) of one task and model: a slice at a time, round robin.
+
+Each job is ``samplers.work.SliceWork``: a computation that yields between small pieces; a slice runs pieces
+for a time budget. Jobs of a lane take turns, a slice each, so a long job does not hold back a short one of the
+same kind; lanes take turns by ``app.worker.fair``. A job can be dropped between slices (deadline, caller gone,
+shutdown): its generator is closed and its tensors are released.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from app.jobs import Job
+from samplers.work import SliceWork
+
+
+@dataclass
+class Sliced:
+    job: Job
+    work: SliceWork
+    memory: int  # bytes it holds while it runs (estimate)
+    admitted: float = field(default_factory=time.time)
+
+
+class SliceLane:
+    def __init__(self) -> None:
+        self.jobs: deque[Sliced] = deque()
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def step(self, budget_s: float) -> Sliced | None:
+        """One slice of the job whose turn it is; returns it if it finished (it leaves the lane). Raises what the
+        job raised (it leaves the lane too)."""
+        head = self.jobs[0]
+        try:
+            done = head.work.advance(budget_s)
+        except Exception:
+            self.jobs.popleft()
+            raise
+        if done:
+            return self.jobs.popleft()
+        self.jobs.rotate(-1)
+        return None
+
+    def drop(self, job_ids: set[str]) -> list[Sliced]:
+        """Stop and remove these jobs; returns them."""
+        dropped = [s for s in self.jobs if s.job.id in job_ids]
+        for s in dropped:
+            s.work.close()
+            self.jobs.remove(s)
+        return dropped
