@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the engine, the queue, the settings, API keys and the request deadline.
+"""FastAPI dependencies: the engine, the queue, the settings and the request deadline (API keys: ``app.auth``).
 
 Compute routes take one dependency, ``CallDep``: the API key checked, the deadline read, the service's parts
 handed over. FastAPI resolves each dependency and declared header for every request (30-50 us apiece here), so
@@ -8,11 +8,11 @@ state, and a plain ``def`` would cost a hop through the thread pool.
 
 from __future__ import annotations
 
-import hmac
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from app.queues import JobQueue
 from app.settings import Settings
@@ -40,59 +40,54 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 API_KEY_HELP = "one of the server's API keys, when it has any"
 BEARER_HELP = "`Bearer <API key>`: the other way to send the key"
-ApiKeyHeader = Annotated[str | None, Header(description=API_KEY_HELP)]
-BearerHeader = Annotated[str | None, Header(description=BEARER_HELP)]
 
 
-def check_api_key(settings: Settings, x_api_key: str | None, authorization: str | None) -> None:
-    """With keys configured, X-API-Key or Authorization: Bearer must carry one (compared in constant time)."""
-    if not settings.api_keys:
-        return
-    given = x_api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else "")
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
-        raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+class TimeoutHeaderError(ValueError):
+    """X-Request-Timeout that is not a number of seconds within the server's bounds."""
 
 
-def deadline_seconds(settings: Settings, x_request_timeout: str | None) -> float:
-    """Seconds this request may take: X-Request-Timeout in (0, max_request_timeout_s] (else 422 naming the
-    header), or the default. Past it: 504."""
+def request_timeout(settings: Settings, x_request_timeout: str | None) -> float:
+    """Seconds this request may take, from its arrival: X-Request-Timeout in (0, max_request_timeout_s], or the
+    default. Past it: 504 (the body upload counts too)."""
     if x_request_timeout is None:
         return settings.request_timeout_s
     try:
         value = float(x_request_timeout)
     except ValueError:
-        raise HTTPException(422, [{"loc": ["header", "x-request-timeout"], "msg": "must be seconds as a number",
-                                   "type": "value_error"}]) from None  # fmt: skip
-    if not 0 < value <= settings.max_request_timeout_s:
-        raise HTTPException(422, [{"loc": ["header", "x-request-timeout"], "type": "value_error",
-                                   "msg": f"must be in (0, {settings.max_request_timeout_s}]"}])  # fmt: skip
+        raise TimeoutHeaderError("must be seconds as a number") from None
+    if not 0 < value <= settings.max_request_timeout_s:  # also refuses NaN
+        raise TimeoutHeaderError(f"must be in (0, {settings.max_request_timeout_s}]")
     return value
-
-
-async def require_api_key(
-    settings: SettingsDep, x_api_key: ApiKeyHeader = None, authorization: BearerHeader = None
-) -> None:
-    check_api_key(settings, x_api_key, authorization)
 
 
 @dataclass(frozen=True)
 class Call:
-    """What a compute route needs: the service's parts and this request's deadline (its API key was accepted)."""
+    """What a compute route needs: the service's parts and this request's deadline (its API key, checked by the
+    middleware for every route, was accepted)."""
 
     request: Request
     settings: Settings
     engine: Engine
     queue: JobQueue
-    timeout: float  # seconds
+    deadline: float  # unix time: the request's arrival plus its timeout
+
+    @property
+    def timeout(self) -> float:
+        """Seconds left until the deadline."""
+        return max(self.deadline - time.time(), 0.0)
 
 
 async def service_call(request: Request) -> Call:
     """Headers are read here directly (declared header parameters cost FastAPI ~35 us each per request);
     ``CALL_HEADERS`` documents them in the OpenAPI schema."""
-    state, headers = request.app.state, request.headers
-    check_api_key(state.settings, headers.get("x-api-key"), headers.get("authorization"))
-    timeout = deadline_seconds(state.settings, headers.get("x-request-timeout"))
-    return Call(request, state.settings, state.engine, state.queue, timeout)
+    state = request.app.state
+    try:
+        timeout = request_timeout(state.settings, request.headers.get("x-request-timeout"))
+    except TimeoutHeaderError as error:
+        raise HTTPException(422, [{"loc": ["header", "x-request-timeout"], "msg": str(error),
+                                   "type": "value_error"}]) from None  # fmt: skip
+    arrived = request.scope.get("state", {}).get("arrived", time.time())
+    return Call(request, state.settings, state.engine, state.queue, arrived + timeout)
 
 
 def _header(name: str, description: str) -> dict[str, Any]:
@@ -108,5 +103,4 @@ CALL_HEADERS: dict[str, Any] = {"parameters": [
 ]}  # fmt: skip
 
 
-AuthDep = Depends(require_api_key)
 CallDep = Annotated[Call, Depends(service_call)]

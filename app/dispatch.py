@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from app.deps import Call
 from app.errors import GONE, answer_for
 from app.jobs import Job
-from app.queues import QueueFullError
+from app.queues import QueueFullError, QueueUnavailableError
 from app.responses import FastJSONResponse
 
 
@@ -26,7 +26,10 @@ async def submit(task: str, request: BaseModel, call: Call) -> Response:
     http, queue, timeout = call.request, call.queue, call.timeout
     http.scope.setdefault("state", {})["model"] = model
     try:
-        call.engine.check(task, request, call.settings.limits)
+        if getattr(request, "inputs", None) is not None or getattr(request, "targets", None) is not None:
+            await asyncio.to_thread(call.engine.check, task, request, call.settings.limits)  # NumPy over the inputs
+        else:
+            call.engine.check(task, request, call.settings.limits)
     except Exception as error:
         status, detail = answer_for(error, {"model": model, "task": task})
         raise HTTPException(status, detail) from None
@@ -34,10 +37,9 @@ async def submit(task: str, request: BaseModel, call: Call) -> Response:
               request_id=http.scope["state"].get("request_id", ""))  # fmt: skip
     try:
         await queue.submit(job)
-    except QueueFullError:
-        raise HTTPException(
-            503, "queue full, retry later", headers={"Retry-After": str(call.settings.retry_after_s)}
-        ) from None
+    except (QueueFullError, QueueUnavailableError) as error:
+        detail = "queue full, retry later" if isinstance(error, QueueFullError) else str(error)
+        raise HTTPException(503, detail, headers={"Retry-After": str(call.settings.retry_after_s)}) from None
     waiting = asyncio.ensure_future(queue.result(job, timeout))
     gone = asyncio.ensure_future(caller_gone(http))
     await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)

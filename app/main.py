@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
@@ -47,6 +48,7 @@ async def start_embedded_worker(worker: Worker) -> threading.Thread:
 
     def load_then_serve() -> None:
         try:
+            torch.set_num_threads(worker.settings.torch_threads)
             worker.engine.load_all()  # weights verified and in memory before the first request
         except BaseException as error:
             failure.append(error)
@@ -79,9 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue.worker_thread = thread
             app.state.worker = worker
         url = f"http://{settings.host}:{settings.port}"
-        log.info(f"parafeed serving on {url} (docs: {url}/docs)",
+        auth = f"on ({len(settings.api_keys)} keys)" if settings.api_keys else "off (PARAFEED_API_KEYS unset)"
+        log.info(f"parafeed serving on {url} (docs: {url}/docs); authentication {auth}",
                  extra={"mode": "embedded" if thread else "redis", "device": str(engine.device),
-                        "models": list(engine.entries)})  # fmt: skip
+                        "models": list(engine.entries), "authentication": bool(settings.api_keys),
+                        "threads": settings.torch_threads})  # fmt: skip
         try:
             yield
         finally:
@@ -100,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
     )
-    app.add_middleware(ServiceMiddleware, max_body=settings.max_body_bytes)
+    app.add_middleware(ServiceMiddleware, settings=settings)
     for router in (models.router, tasks.router, health.router):
         app.include_router(router)
 

@@ -8,17 +8,20 @@ PARAFEED_CHECKPOINTS still sets ``registry`` (PARAFEED_REGISTRY), with a depreca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import warnings
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from app.transport import HttpLimits
     from samplers.engine import Engine
     from samplers.family import Limits
 
@@ -30,6 +33,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # loopback by default: exposing the port is a deliberate choice
     port: int = 8000
     device: str = "auto"  # auto: CUDA if available, else CPU
+    # torch's threads in this process. None: the cores this process may use, divided among the worker processes
+    # on the host (more OpenMP threads than cores make every solve slower: 2 workers x 2 threads on 2 cores ran
+    # at a third of the speed of 2 x 1).
+    threads: int | None = Field(default=None, ge=1)
+    workers_per_host: int = Field(default=1, ge=1)  # `parafeed worker` processes sharing this host's cores
     registry: str | None = None  # checkpoint directory (manifest.json + safetensors); None: the shipped ones
     # Plugin models to serve besides the installed ones (entry points "parafeed.models"): "package.module:NAME",
     # comma-separated (samplers.plugins).
@@ -40,6 +48,13 @@ class Settings(BaseSettings):
 
     # Limits: bad or huge input never crashes the server or starves other requests.
     max_body_bytes: int = 8 * 2**20  # larger bodies get 413 before they are parsed
+    # HTTP transport (app.transport): a request line and headers beyond these get 431; too slow, 408 and close.
+    http_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    http_headers: int = Field(default=100, ge=8)
+    http_header_timeout_s: float = Field(default=10.0, gt=0.0)  # to send a request's headers (slowloris)
+    http_body_timeout_s: float = Field(default=60.0, gt=0.0)  # to send its body (the request's deadline too)
+    max_connections: int = Field(default=256, ge=1)  # open connections and requests in flight; beyond: 503
+    keep_alive_s: int = Field(default=5, ge=1)  # an idle keep-alive connection is closed after this
     max_samples: int = 64  # per /sample request
     max_batch_inputs: int = 64  # inputs per /gradient or /infer request
     max_queue: int = 1024  # jobs waiting or running; beyond it, 503 with Retry-After
@@ -71,7 +86,9 @@ class Settings(BaseSettings):
     worker_memory_mb: int = Field(default=1536, ge=1)  # sliced jobs held at once; beyond it, jobs wait their turn
 
     # Redis mode: delivery guarantees.
-    claim_idle_ms: int = 30_000  # a job whose worker renewed no lease for this long is reclaimed (keep >> heartbeat)
+    # A job whose worker renewed no lease for this long is reclaimed, with every other job of that worker at once.
+    # Leases are renewed every heartbeat, so a few missed heartbeats are enough to call a worker dead.
+    claim_idle_ms: int = 5_000
     max_deliveries: int = 3  # after this many attempts a job goes to the dead-letter stream (caller gets 500)
     heartbeat_s: float = 1.0  # workers announce themselves this often
     heartbeat_ttl_s: float = 5.0  # and count as alive this long after
@@ -84,8 +101,10 @@ class Settings(BaseSettings):
     drain_attempts: int = 5  # delivery tries per result once a worker is shutting down (about 3 s of backoff)
 
     # Operations.
-    # Empty: no authentication; else X-API-Key or Authorization: Bearer. Env: comma-separated or a JSON list.
+    # Unset: no authentication. Else every route but /healthz and /readyz needs one of them, in X-API-Key or
+    # Authorization: Bearer. Env: comma-separated or a JSON list; an empty key (or a set but empty list) is refused.
     api_keys: Annotated[list[str], NoDecode] = []
+    metrics_token: str | None = Field(default=None, min_length=16)  # lets a scraper read /metrics (and nothing else)
     verify_fraction: float = Field(default=0.0, ge=0.0, le=1.0)  # answered requests re-checked in the background
     verify_queue: int = 1024  # samples waiting for a background check beyond this are dropped (and counted)
     verify_rows: int = 8  # batch rows background checks may hold at once: verification never crowds out requests
@@ -105,6 +124,18 @@ class Settings(BaseSettings):
         from samplers.engine import Engine
 
         return Engine(self.device, self.registry, self.plugins, self.data)
+
+    @property
+    def torch_threads(self) -> int:
+        """The ``threads`` setting, or the available cores (affinity, cgroup quota) over ``workers_per_host``."""
+        return self.threads or max(1, available_cores() // self.workers_per_host)
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        from app.transport import HttpLimits
+
+        return HttpLimits(self.http_header_bytes, self.http_headers, self.http_header_timeout_s,
+                          self.http_body_timeout_s)  # fmt: skip
 
     @property
     def limits(self) -> Limits:
@@ -128,20 +159,42 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys", "plugins", mode="before")
     @classmethod
-    def list_from_text(cls, value: Any) -> Any:
-        """PARAFEED_API_KEYS=key1,key2 (or a JSON list) -> ["key1", "key2"]; the same for PARAFEED_PLUGINS."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [key.strip() for key in text.split(",") if key.strip()]
-        return value
+    def list_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """PARAFEED_API_KEYS=key1,key2 (or a JSON list) -> ["key1", "key2"]; the same for PARAFEED_PLUGINS. A key
+        setting that is given but holds no key (``""``, ``" , "``, ``[]``) is refused: it would open the server."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else [item.strip() for item in text.split(",")]
+        if info.field_name == "plugins":
+            return [item for item in items if item]
+        if not items or not any(str(item).strip() for item in items):
+            raise ValueError("PARAFEED_API_KEYS is set but holds no key; unset it to run without authentication")
+        return items
+
+    @field_validator("api_keys")
+    @classmethod
+    def keys_fail_closed(cls, keys: list[str]) -> list[str]:
+        """An empty key would let requests without a key in: refused."""
+        if any(not key.strip() for key in keys):
+            raise ValueError("an API key is empty; every key must be non-empty")
+        return keys
 
     @model_validator(mode="after")
     def samples_fit_a_batch(self) -> Settings:
         if self.max_samples > self.max_batch_rows:
             raise ValueError(f"max_samples ({self.max_samples}) must not exceed max_batch_rows ({self.max_batch_rows})")
         return self
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    return cores
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ without one gets a random seed at validation, which the response echoes and a re
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -42,9 +42,10 @@ def _check_method(task: str, value: str) -> str:
 
 
 class TaskRequest(BaseModel):
-    """A request of one task: unknown fields rejected, ``method`` one that some family offers for the task."""
+    """A request of one task: unknown fields rejected, types strict (``true`` is not a count, ``"1"`` not a
+    number), ``method`` one that some family offers for the task."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     task: ClassVar[str]
     model: str = Field(min_length=1, max_length=100, description="a model's name (GET /models)")
 
@@ -105,15 +106,18 @@ class SampleResponse(BaseModel):
 
 # -- /infer and /gradient -----------------------------------------------------------------------------------------
 _INPUTS = "(B, T) sequences in [0, 1]"
+Sequence = Annotated[list[float], Field(max_length=100_000)]
 _IMAGES = "classifier: (B, H, W) or (B, C, H, W) images in [-1, 1]; sequence model: " + _INPUTS
 
 
 class InferRequest(DrawnInputs):
     task = "infer"
     model: str = Field(min_length=1, max_length=100, description="a classifier's or sequence model's name")
-    inputs: list[Any] | None = Field(None, description=f"{_IMAGES}; default: `batch` test-set inputs by `seed`")
+    inputs: list[Any] | None = Field(None, max_length=1024,
+                                     description=f"{_IMAGES}; default: `batch` test-set inputs by `seed`")  # fmt: skip
     method: str = _method_field("infer")
-    tol: float = Field(0.0, ge=0.0, le=1e6, description="0: exact; > 0: stop when iterates agree within tol")
+    tol: float = Field(0.0, ge=0.0, le=1e6, allow_inf_nan=False,
+                       description="0: exact; > 0: stop when iterates agree within tol")  # fmt: skip
     max_iterations: int | None = Field(None, ge=1, le=LIMIT, description="cap on iterations (exact: false below "
                                        "the number of unknowns)")  # fmt: skip
     verify: bool = Field(False, description="also run the sequential forward and report the difference")
@@ -146,9 +150,10 @@ class InferResponse(ComputedResponse):
 class GradientRequest(DrawnInputs):
     task = "gradient"
     model: str = Field(min_length=1, max_length=100, description="a sequence model's name")
-    inputs: list[list[float]] | None = Field(None, description=f"{_INPUTS}; default: `batch` test-set sequences")
-    targets: list[list[float]] | None = Field(None, description="(B, T) regression targets; default: the inputs "
-                                              "(next-pixel regression)")  # fmt: skip
+    inputs: list[Sequence] | None = Field(None, max_length=1024,
+                                          description=f"{_INPUTS}; default: `batch` test-set sequences")  # fmt: skip
+    targets: list[Sequence] | None = Field(None, max_length=1024, description="(B, T) regression targets; default: "
+                                           "the inputs (next-pixel regression)")  # fmt: skip
     method: str = _method_field("gradient")
     wrt: Literal["params", "inputs"] = Field("params", description="gradient of the mean loss w.r.t. every named "
                                              "parameter, or w.r.t. the inputs")  # fmt: skip

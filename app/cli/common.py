@@ -8,7 +8,8 @@ from typing import Any
 
 from app.settings import Settings
 
-FLAGS = ("host", "port", "redis_url", "device", "batching", "registry", "data")  # flags that are also settings
+# Flags that are also settings: the flag wins over the environment.
+FLAGS = ("host", "port", "redis_url", "device", "batching", "registry", "data", "threads")
 
 
 def settings(args: argparse.Namespace) -> Settings:

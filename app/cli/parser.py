@@ -11,6 +11,7 @@ from app.cli import compute, service, training
 REGISTRY_HELP = "checkpoint directory (default: PARAFEED_REGISTRY, then the shipped checkpoints)"
 DATA_HELP = "IDX data directory (default: PARAFEED_DATA, then /usr/share/datasets/fashion-mnist)"
 DEVICE_HELP = "auto | cpu | cuda[:N] (default: PARAFEED_DEVICE, then auto)"
+THREADS_HELP = "torch threads (default: PARAFEED_THREADS, else the cores over PARAFEED_WORKERS_PER_HOST)"
 
 
 def methods(task: str) -> list[str]:
@@ -51,6 +52,7 @@ def service_commands(command: Command, where: Where) -> None:
     serve.add_argument("--port", type=int, help="default 8000 (PARAFEED_PORT)")
     serve.add_argument("--redis-url", help="enqueue to Redis Streams for `parafeed worker` processes")
     serve.add_argument("--batching", choices=["iteration", "static"], help="default iteration (continuous)")
+    serve.add_argument("--threads", type=int, help=THREADS_HELP)
     where(serve, data=True)
 
     worker = command("worker", service.worker, "run a worker that serves jobs from Redis Streams")
@@ -58,6 +60,7 @@ def service_commands(command: Command, where: Where) -> None:
     worker.add_argument("--name", help="consumer name (default host-pid)")
     worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     worker.add_argument("--batching", choices=["iteration", "static"])
+    worker.add_argument("--threads", type=int, help=THREADS_HELP)
     where(worker, data=True)
 
     models = command("models", service.models, "list the registered models")

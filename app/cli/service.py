@@ -19,12 +19,14 @@ def serve(args: argparse.Namespace) -> int:
 
     from app.logs import configure
     from app.main import create_app
+    from app.transport import guarded_protocol
 
     config = settings(args)
     configure(config.log_json)
     app = create_app(config)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(config.drain_timeout_s))  # fmt: skip
+                timeout_graceful_shutdown=int(config.drain_timeout_s), http=guarded_protocol(config.http_limits),
+                limit_concurrency=config.max_connections, timeout_keep_alive=config.keep_alive_s)  # fmt: skip
     return 0
 
 

@@ -11,6 +11,10 @@ class QueueFullError(RuntimeError):
     """Too many jobs waiting or running: the API answers 503 with Retry-After."""
 
 
+class QueueUnavailableError(RuntimeError):
+    """The queue cannot take jobs now (Redis unreachable, or it refused our credentials): 503 saying which."""
+
+
 class JobQueue(Protocol):
     async def start(self) -> None: ...
 

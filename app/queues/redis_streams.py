@@ -34,13 +34,13 @@ from typing import Any
 
 import redis.asyncio as aredis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app.jobs import Job, Result
-from app.queues.base import QueueFullError
+from app.queues.base import QueueFullError, QueueUnavailableError
 from app.settings import Settings
 
 log = logging.getLogger("parafeed.redis")
@@ -102,6 +102,7 @@ class RedisQueue:
         self._run_id_at = -1.0
         self.add_job = self.client.register_script(SUBMIT)
         self.cleanups: set[asyncio.Task[Any]] = set()  # result keys being deleted after their answer went out
+        self.seen_workers = (0.0, 0)  # (when, how many) workers were last seen alive
 
     async def start(self) -> None:
         try:
@@ -121,8 +122,17 @@ class RedisQueue:
         try:
             run_id = await self.server_run_id()
             entry = await self.add_job(keys=[self.keys.jobs], args=[self.settings.max_queue, job.to_json()])
+        except (AuthenticationError, AuthorizationError) as error:
+            log.error("redis refused our credentials", extra={"error": str(error)})
+            raise QueueUnavailableError("queue unavailable: Redis refused the server's credentials") from None
+        except ResponseError as error:
+            if not str(error).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+                raise
+            log.error("redis refused our credentials", extra={"error": str(error)})
+            raise QueueUnavailableError("queue unavailable: Redis refused the server's credentials") from None
         except TRANSIENT as error:
-            raise QueueFullError(f"queue unreachable: {error}") from None
+            log.warning("redis unreachable", extra={"error": str(error)})
+            raise QueueUnavailableError("queue unavailable: Redis cannot be reached, retry later") from None
         if entry is None:
             raise QueueFullError(f"{self.settings.max_queue} jobs waiting or running")
         self.entries[job.id] = str(entry)
@@ -198,8 +208,15 @@ class RedisQueue:
         return int(await self.client.xlen(self.keys.jobs))
 
     async def workers(self) -> int:
-        since = time.time() - self.settings.heartbeat_ttl_s
-        return int(await self.client.zcount(self.keys.workers, since, "+inf"))
+        """Workers with a heartbeat within ``heartbeat_ttl_s``. A Redis that restarted has forgotten them until
+        their next beat: the ones seen before count until their TTL would have run out, so readiness does not flap."""
+        now = time.time()
+        count = int(await self.client.zcount(self.keys.workers, now - self.settings.heartbeat_ttl_s, "+inf"))
+        if count:
+            self.seen_workers = (now, count)
+        elif now - self.seen_workers[0] < self.settings.heartbeat_ttl_s:
+            return self.seen_workers[1]
+        return count
 
     async def ping(self) -> bool:
         try:

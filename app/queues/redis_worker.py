@@ -117,8 +117,9 @@ class RedisWorkSource:
                 if self.room <= 0 or self.inbox:  # no room, or a job already waits: read nothing ahead
                     self.wake.wait(self.settings.read_block_ms / 1000)
                     continue
+                room = self.room
             try:
-                jobs = self._read()
+                jobs = self._read(room)
             except Exception:  # never let the reader die: the worker would starve while looking alive
                 log.exception("reading jobs failed")
                 time.sleep(0.1)
@@ -139,11 +140,12 @@ class RedisWorkSource:
         for job in unclaimed:
             self.release(job)
 
-    def _read(self) -> list[Job]:
-        """One reclaimed or new job (or none after ``read_block_ms``), recorded as held."""
+    def _read(self, room: int) -> list[Job]:
+        """Reclaimed jobs (in bulk: as many as the worker has room for), else one new job (or none after
+        ``read_block_ms``), recorded as held."""
         jobs: list[tuple[str, Job]] = []  # recorded as held only when returned, even if a later call fails
         try:
-            jobs += self._reclaim(1)
+            jobs += self._reclaim(max(room, 1))
             if not jobs:
                 streams: dict[Any, Any] = {self.keys.jobs: ">"}
                 block = self.settings.read_block_ms

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import AuthDep, EngineDep
+from app.deps import EngineDep
 from samplers.family import ModelInfo
 
-router = APIRouter(tags=["models"], dependencies=[AuthDep])
+router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=list[ModelInfo])

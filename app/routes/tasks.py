@@ -6,9 +6,14 @@ family or method needs nothing here); OpenAPI documents the response bodies and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 
 from app.deps import CALL_HEADERS, CallDep
 from app.dispatch import submit
@@ -33,7 +38,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         504: "the request's deadline passed (X-Request-Timeout)",
     }.items()
 }
-router = APIRouter(responses=ERRORS)
+OFF_LOOP_BYTES = 64 * 1024  # bodies larger than this are parsed on a thread: /healthz never waits for a big upload
+
+
+class OffLoopJSON(APIRoute):
+    """A route whose large JSON bodies are parsed on a worker thread (FastAPI reuses the parsed body)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            body = await request.body()
+            if len(body) > OFF_LOOP_BYTES:
+                with contextlib.suppress(ValueError):  # malformed: FastAPI parses it again and answers 422
+                    request._json = await asyncio.to_thread(json.loads, body)
+            return await handler(request)
+
+        return route
+
+
+router = APIRouter(responses=ERRORS, route_class=OffLoopJSON)
 
 
 @router.post("/sample", response_model=SampleResponse, tags=["sampling"], openapi_extra=CALL_HEADERS)

@@ -9,6 +9,8 @@ import socket
 import threading
 from typing import Any
 
+import torch
+
 from app.queues.redis_worker import RedisWorkSource
 from app.settings import Settings
 from app.worker.loop import Worker
@@ -21,6 +23,7 @@ def run_worker(settings: Settings, name: str | None = None, metrics_port: int | 
     if not settings.redis_url:
         raise ValueError("parafeed worker needs --redis-url (or PARAFEED_REDIS_URL)")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
+    torch.set_num_threads(settings.torch_threads)
     engine = settings.engine()
     engine.load_all()
     source = RedisWorkSource(settings, name)
@@ -35,6 +38,7 @@ def run_worker(settings: Settings, name: str | None = None, metrics_port: int | 
         source.draining.set()
         worker.stop.set()
 
+    log.info("worker starting", extra={"worker": name, "threads": settings.torch_threads})
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
