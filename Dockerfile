@@ -4,6 +4,8 @@
 #                     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
 #                     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
 #   run:            docker run -p 127.0.0.1:8000:8000 parafeed            (embedded: server + worker)
+#                   (it listens on 0.0.0.0 inside the container: publish it on loopback, or behind a proxy such as
+#                   compose.yaml's nginx; set PARAFEED_API_KEYS for anything else)
 #                   docker run --no-healthcheck parafeed worker --redis-url redis://redis:6379/0
 #                   (a worker serves no /healthz: its liveness is its heartbeat, counted by the API's /readyz)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -35,13 +37,14 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /srv/parafeed
 
-# Dependencies first (a layer that survives code changes): the exact torch, then the project's requirements
-# resolved from pyproject.toml against empty package stubs.
-COPY pyproject.toml README.md ./
-RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
+# Dependencies first (a layer that survives code changes): the exact torch wheel (CPU or CUDA index) without its
+# dependencies, then everything else, torch's dependencies included, at the versions the tests ran with
+# (requirements.lock, written by deploy/lock.py), resolved against empty package stubs.
+COPY pyproject.toml README.md requirements.lock ./
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" --no-deps \
     && mkdir -p app samplers models solvers \
     && touch app/__init__.py samplers/__init__.py models/__init__.py solvers/__init__.py \
-    && pip install . \
+    && pip install -c requirements.lock . \
     && pip uninstall -y parafeed
 
 # The code and the shipped checkpoints.
@@ -49,7 +52,7 @@ COPY solvers ./solvers
 COPY models ./models
 COPY samplers ./samplers
 COPY app ./app
-RUN pip install --no-deps . \
+RUN pip install --no-deps -c requirements.lock . \
     && groupadd --gid 10001 parafeed \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin parafeed
 

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format bench setup data system clean
+.PHONY: run test lint format bench lock setup data system clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ format: setup
 ## bench: every benchmark at full size; results (JSON + PNG) land in benchmarks/results/ (about an hour on 2 cores)
 bench: setup
 	$(VENV)/bin/parafeed bench
+
+## lock: pin the runtime dependencies the image installs (requirements.lock) to what this venv runs
+lock: setup
+	$(PY) deploy/lock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

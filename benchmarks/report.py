@@ -175,11 +175,17 @@ def serving_table(results: Path) -> str | None:
         rows.append([f"open loop {cfg['rate_per_s']} req/s, {mode} batching", f"{r['throughput_rps']} req/s answered",
                      f"p50 {r['p50_ms']} / p95 {r['p95_ms']} / p99 {r['p99_ms']} ms",
                      f"{r['errors']} errors of {r['requests']}"])  # fmt: skip
+    layouts = payload.get("workers", {}).get("layouts", {})
+    one = layouts.get("1 worker", {}).get("samples_per_s")
+    for name, r in layouts.items():
+        versus = f"{r['samples_per_s'] / one:.0%} of 1 worker" if one else ""
+        rows.append([f"Redis, {payload['workers']['clients']} clients of 4 samples: {name}", "",
+                     f"{r['samples_per_s']} samples/s", versus])  # fmt: skip
     return markdown(["measurement", "reference", "server", "result"], rows) + measured_on(payload)
 
 
-def locust_table(results: Path) -> str | None:
-    path = results / "locust_stats.csv"
+def locust_table(results: Path, prefix: str = "locust") -> str | None:
+    path = results / f"{prefix}_stats.csv"
     if not path.exists():
         return None
     columns = ("Name", "Request Count", "Failure Count", "50%", "95%", "99%")
@@ -212,6 +218,7 @@ TABLES: dict[str, tuple[Callable[[Path], str | None], str]] = {
     "dense": (dense_table, "python -m benchmarks.dense"),
     "serving": (serving_table, "python -m benchmarks.serving"),
     "locust": (locust_table, "python -m loadtests.run"),
+    "mixed": (lambda results: locust_table(results, "locust-mixed"), "python -m loadtests.run --scenario mixed"),
     "synthetic": (synthetic_table, "python -m benchmarks.synthetic"),
 }
 

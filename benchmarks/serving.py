@@ -35,6 +35,7 @@ import torch
 from benchmarks.harness import RESULTS, environment, write_json
 from benchmarks.processes import PARAFEED, LeanClient, Processes
 from benchmarks.serving_plots import plot
+from benchmarks.serving_workers import workers
 from samplers.engine import Engine
 from samplers.sampling import sample
 
@@ -52,6 +53,8 @@ class ServingConfig:
     latency_block: int = 10  # added latency: library and server alternate in blocks of this many requests
     rate_per_s: float = 30.0  # offered load of the batching comparison
     stream_s: float = 30.0
+    worker_rounds: int = 4  # the workers comparison: rounds per layout, taking turns
+    worker_clients: int = 4  # closed-loop clients of 4-sample requests
     seed: int = 0
 
 
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     cfg = ServingConfig(model=args.model, registry=args.registry)
     if args.quick:
-        cfg = replace(cfg, rounds=2, round_s=3, latency_requests=20, stream_s=8)
+        cfg = replace(cfg, rounds=2, round_s=3, latency_requests=20, stream_s=8, worker_rounds=1)
     torch.manual_seed(cfg.seed)
     engine = Engine("cpu", cfg.registry)
     registry = ["--registry", cfg.registry] if cfg.registry else []
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             procs.stop()
         else:
             results["added_latency_redis"] = {"skipped": "redis-server not found"}
+        results["workers"] = workers(cfg, registry)
         results["batching"] = {}
         for mode in ("iteration", "static"):
             base = procs.server("--batching", mode, *registry)

@@ -1,9 +1,12 @@
-"""Run the locust load test against a freshly started embedded server on a free loopback port.
+"""Run a locust scenario against a freshly started embedded server on a free loopback port.
 
-    python -m loadtests.run [--run-time 60s] [--users 8] [--registry DIR] [--out benchmarks/results]
+    python -m loadtests.run [--scenario mix|mixed] [--run-time 60s] [--users 8] [--registry DIR] [--out DIR]
 
-Writes <out>/locust_stats.csv (summary), <out>/locust_stats_history.csv and <out>/locust-latency.png (latency
-over time); exits with locust's status (1 when a threshold failed).
+Scenarios: ``mix`` (``loadtests/locustfile.py``: a realistic mix of requests) and ``mixed`` (``loadtests/mixed.py``:
+heavy jobs, light requests and hostile clients; the shipped models, its user counts fixed). Writes
+<out>/<prefix>_stats.csv (summary), <out>/<prefix>_stats_history.csv and a latency-over-time PNG (``locust`` and
+``locust-latency.png`` for mix, ``locust-mixed`` and ``locust-mixed-latency.png`` for mixed); exits with locust's
+status (1 when a threshold failed).
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from pathlib import Path
 
 from benchmarks.processes import ROOT, Processes
 
+SCENARIOS = {  # name -> (locustfile, csv prefix, the row plotted, title)
+    "mix": ("locustfile.py", "locust", "Aggregated", "parafeed under load (embedded server, loopback)"),
+    "mixed": ("mixed.py", "locust-mixed", "/sample (light)",
+              "light requests beside heavy jobs and hostile clients (embedded server, loopback)"),
+}  # fmt: skip
 
-def plot(history: Path, path: Path) -> None:
+
+def plot(history: Path, path: Path, name: str = "Aggregated", title: str = "") -> None:
     import csv
 
     import matplotlib
@@ -25,7 +34,7 @@ def plot(history: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in csv.DictReader(history.open()) if r["Name"] == "Aggregated"]
+    rows = [r for r in csv.DictReader(history.open()) if r["Name"] == name]
     if not rows:
         return
     start = float(rows[0]["Timestamp"])
@@ -36,7 +45,7 @@ def plot(history: Path, path: Path) -> None:
     top.set_ylabel("latency (ms)")
     top.set_yscale("log")
     top.legend()
-    top.set_title("parafeed under load (embedded server, loopback)")
+    top.set_title(title)
     bottom.plot(t, [float(r["Requests/s"]) for r in rows], label="requests/s")
     bottom.plot(t, [float(r["Failures/s"]) for r in rows], label="failures/s")
     bottom.set_xlabel("seconds")
@@ -48,6 +57,7 @@ def plot(history: Path, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="mix")
     parser.add_argument("--run-time", default="60s")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--registry", help="checkpoint registry (default: the shipped models)")
@@ -61,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             base = procs.server(*(["--registry", args.registry] if args.registry else []), env=env, device=None)
         except RuntimeError as error:  # died or never got ready: the run stops with the reason
             raise SystemExit(f"server failed to start: {error}") from None
-        prefix = args.out / "locust"
+        locustfile, name, row, title = SCENARIOS[args.scenario]
+        prefix = args.out / name
+        users = ["--users", str(args.users)] if args.scenario == "mix" else ["--users", "7", "--spawn-rate", "7"]
         locust = [sys.executable, "-m", "locust", "--config", str(ROOT / "loadtests" / "locust.conf"), "--host", base,
-                  "--run-time", args.run_time, "--users", str(args.users), "--csv", str(prefix)]  # fmt: skip
+                  "--locustfile", str(ROOT / "loadtests" / locustfile), "--run-time", args.run_time, *users,
+                  "--csv", str(prefix)]  # fmt: skip
         status = subprocess.run(locust, cwd=ROOT, env=env, check=False).returncode
-        plot(Path(f"{prefix}_stats_history.csv"), args.out / "locust-latency.png")
+        plot(Path(f"{prefix}_stats_history.csv"), args.out / f"{name}-latency.png", row, title)
         return status
     finally:
         procs.stop()

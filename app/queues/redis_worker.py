@@ -1,13 +1,13 @@
 """The worker side of Redis Streams: where a ``parafeed worker`` gets its jobs and puts its results.
 
-Three threads share one ``RedisWorkSource``:
+Four threads share one ``RedisWorkSource``:
 - the solver loop (the worker, ``app.worker``) calls ``fetch`` / ``ready`` / ``complete`` / ``release``;
 - a reader blocks on the stream (XREADGROUP BLOCK) on its own connection, so a new job is picked up the moment
   it arrives while the solver iterates, and the solver never waits for a round trip to ask. It reads one job at
   a time and only while the solver has room (``fetch`` and ``ready`` tell it how many jobs it may take): a
   worker holds at most one job it has not admitted yet. It also reclaims jobs of silent workers (XAUTOCLAIM);
 - a heartbeat announces the worker and renews the lease of every job it holds, fetched or buffered, as long as
-  the solver loop keeps beating.
+  the solver loop keeps beating; a watcher learns which callers went away (``app.queues.redis_liveness``).
 
 The guarantees (at-least-once execution, exactly-once replies, dead letters, restarts) are those of
 ``app.queues.redis_streams``, whose keys and scripts this module uses.
@@ -26,6 +26,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from app.jobs import Job, Result
+from app.queues.redis_liveness import Liveness
 from app.queues.redis_streams import DELIVER, GROUP, TRANSIENT, Keys, retry_policy
 from app.settings import Settings
 
@@ -55,15 +56,7 @@ class RedisWorkSource:
         self.read_backoff = 0.05
         self.reading = threading.Thread(target=self._read_loop, name=f"reader-{name}", daemon=True)
         self.reading.start()
-        # Heartbeats and lease renewal run on their own thread and connection, so a long turn of the worker loop
-        # (a verification re-solve, a big gradient) never makes live jobs look abandoned.
-        self.heart = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
-        self.last_beat = time.monotonic()
-        threading.Thread(target=self._heartbeat, name=f"heartbeat-{name}", daemon=True).start()
-        # Callers that went away: polled on a connection of its own for the jobs this worker holds.
-        self.gone: frozenset[str] = frozenset()
-        self.watcher = redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
-        threading.Thread(target=self._watch_cancellations, name=f"cancellations-{name}", daemon=True).start()
+        self.liveness = Liveness(self)  # heartbeats, leases, and callers that went away: threads of their own
 
     def ensure_group(self) -> None:
         try:
@@ -141,11 +134,11 @@ class RedisWorkSource:
             self.release(job)
 
     def _read(self, room: int) -> list[Job]:
-        """Reclaimed jobs (in bulk: as many as the worker has room for), else one new job (or none after
-        ``read_block_ms``), recorded as held."""
+        """Reclaimed jobs, in bulk (every job a dead worker held, up to ``max_batch_rows``: each needs a row), else
+        one new job (or none after ``read_block_ms``); recorded as held, their leases renewed from now on."""
         jobs: list[tuple[str, Job]] = []  # recorded as held only when returned, even if a later call fails
         try:
-            jobs += self._reclaim(max(room, 1))
+            jobs += self._reclaim(max(room, self.settings.max_batch_rows))
             if not jobs:
                 streams: dict[Any, Any] = {self.keys.jobs: ">"}
                 block = self.settings.read_block_ms
@@ -258,48 +251,11 @@ class RedisWorkSource:
 
     # -- liveness -------------------------------------------------------------------------------------------
     def beat(self) -> None:
-        """The worker loop made progress: the heartbeat thread may keep announcing it and renewing its leases."""
-        self.last_beat = time.monotonic()
-
-    def stalled(self) -> bool:
-        """The loop has not beaten for ``worker_stall_s``: it hangs, so stop vouching for it."""
-        return time.monotonic() - self.last_beat > self.settings.worker_stall_s
-
-    def _heartbeat(self) -> None:
-        while not self.stopped.wait(self.settings.heartbeat_s):
-            if self.stalled():  # no heartbeat, no lease renewal: readiness drops it, others reclaim its jobs
-                silent = round(time.monotonic() - self.last_beat, 1)
-                log.error("worker loop stalled; letting its jobs be reclaimed", extra={"silent_s": silent})
-                continue
-            now = time.time()
-            with self.lock:
-                held: list[Any] = list(self.entries.values())
-            try:
-                self.heart.zadd(self.keys.workers, {self.name: now})
-                self.heart.zremrangebyscore(self.keys.workers, "-inf", now - 10 * self.settings.heartbeat_ttl_s)
-                if held:  # renew the lease on every job this worker holds: it is alive, not idle
-                    self.heart.xclaim(self.keys.jobs, GROUP, self.name, 0, held, justid=True)
-            except ResponseError as error:
-                if "NOGROUP" in str(error):
-                    self.ensure_group()
-            except TRANSIENT:
-                pass
+        """The worker loop made progress: the heartbeat may keep announcing it and renewing its leases."""
+        self.liveness.beat()
 
     def cancelled(self, job_ids: set[str]) -> set[str]:
-        return job_ids & self.gone
-
-    def _watch_cancellations(self) -> None:
-        while not self.stopped.wait(self.settings.cancel_poll_ms / 1000):
-            with self.lock:
-                held = list(self.entries)
-            if not held:
-                self.gone = frozenset()
-                continue
-            try:
-                flags: Any = self.watcher.mget([self.keys.cancel(job_id) for job_id in held])
-            except TRANSIENT:
-                continue
-            self.gone = frozenset(job_id for job_id, flag in zip(held, flags, strict=True) if flag)
+        return job_ids & self.liveness.gone
 
     def leave(self) -> None:
         """Stop reading and beating; hand back what the reader read and the solver never took."""

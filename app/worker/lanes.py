@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from app.jobs import Job
+from app.worker.replies import Replies
 from samplers.work import SliceWork
 
 
@@ -31,19 +32,23 @@ class SliceLane:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def step(self, budget_s: float) -> Sliced | None:
-        """One slice of the job whose turn it is; returns it if it finished (it leaves the lane). Raises what the
-        job raised (it leaves the lane too)."""
+    def serve(self, budget_s: float, replies: Replies) -> bool:
+        """One slice of the job whose turn it is; a job that finished (or failed) is answered and leaves the lane.
+        True if one left."""
         head = self.jobs[0]
         try:
             done = head.work.advance(budget_s)
-        except Exception:
+            if not done:
+                self.jobs.rotate(-1)
+                return False
             self.jobs.popleft()
-            raise
-        if done:
-            return self.jobs.popleft()
-        self.jobs.rotate(-1)
-        return None
+            queue_ms = max(head.admitted - head.job.submitted, 0.0) * 1000
+            replies.ok(head.job, head.work.respond(queue_ms, replies.device))
+        except Exception as error:
+            if self.jobs and self.jobs[0] is head:
+                self.jobs.popleft()
+            replies.fail(head.job, error)
+        return True
 
     def drop(self, job_ids: set[str]) -> list[Sliced]:
         """Stop and remove these jobs; returns them."""

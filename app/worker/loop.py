@@ -113,7 +113,7 @@ class Worker:
             self.safely(group)
             finished = self.finish(group)
         else:
-            finished = self.slice(self.sliced[key])
+            finished = self.sliced[key].serve(self.settings.slice_ms / 1000, self.replies)
         self.fair.charge(key, time.perf_counter() - start)
         return finished
 
@@ -205,23 +205,6 @@ class Worker:
             group.add(spot.check.rows, spot)
 
     # -- answers --------------------------------------------------------------------------------------------
-    def slice(self, lane: SliceLane) -> bool:
-        """One slice of the job whose turn it is; True if it finished."""
-        head = lane.jobs[0]
-        try:
-            finished = lane.step(self.settings.slice_ms / 1000)
-        except Exception as error:
-            self.replies.fail(head.job, error)
-            return True
-        if finished is None:
-            return False
-        queue_ms = max(finished.admitted - finished.job.submitted, 0.0) * 1000
-        try:
-            self.replies.ok(finished.job, finished.work.respond(queue_ms, self.engine.device.type))
-        except Exception as error:
-            self.replies.fail(finished.job, error)
-        return True
-
     def finish(self, group: RowGroup) -> bool:
         """Answer the owners whose rows are all done; True if rows were freed."""
         if self.static and not bool(group.batch.done.all()):

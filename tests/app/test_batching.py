@@ -245,3 +245,50 @@ def test_only_static_batching_waits_to_form_a_batch_by_default() -> None:
     assert Settings().batch_wait_s == 0.0  # iteration-level: a later job joins at the next iteration anyway
     assert Settings(batching="static").batch_wait_s == 0.002
     assert Settings(max_wait_ms=5).batch_wait_s == 0.005
+
+
+def gradient_job(model: str = "gru-tiny", **extra: object) -> Job:
+    payload = {"model": model, "inputs": None, "targets": None, "batch": 8, "seed": 0, "method": "scan",
+               "wrt": "params", "max_iterations": None, "verify": False, **extra}  # fmt: skip
+    return Job("gradient", payload, deadline=time.time() + 60)
+
+
+def test_sliced_jobs_share_the_worker_with_sampling_rows(server_registry: Path) -> None:
+    """A gradient job runs in slices between iterations of the sampling rows: the sample is answered while the
+    gradient is still being computed, and the gradient equals the one computed alone."""
+    slow = gradient_job("gru-tiny", batch=64, method="jacobi", verify=True)
+    quick = sample_job(2, 5)
+    source = FakeSource([slow, quick])
+    settings = Settings(max_batch_rows=8, max_samples=8, max_wait_ms=0, slice_ms=0.001, turn_ms=0.001)
+    worker = Worker(Engine("cpu", server_registry), source, settings)
+    answered = run_until_answered(worker, source, [slow, quick])
+    assert answered[quick.id] < answered[slow.id]
+    body = source.results[slow.id].body.model_dump()
+    alone = Engine("cpu", server_registry).call("gradient", **slow.payload)
+    assert body["gradients"] == alone.model_dump()["gradients"]
+
+
+def test_late_or_abandoned_sliced_jobs_are_stopped_and_answered_with_their_status(server_registry: Path) -> None:
+    late, gone, fine = gradient_job(batch=64, verify=True), gradient_job(batch=64, verify=True), gradient_job()
+    source = FakeSource([late, gone, fine])
+    source.gone = {gone.id}
+    settings = Settings(max_wait_ms=0, slice_ms=0.001, turn_ms=0.001, expiry_check_ms=0.001)
+    worker = Worker(Engine("cpu", server_registry), source, settings)
+    worker.turn()  # all three admitted (each in its slice lane), a slice or so run
+    late.deadline = time.time() - 1
+    run_until_answered(worker, source, [late, gone, fine])
+    assert {source.results[j.id].status for j in (late, gone, fine)} == {504, 499, 200}
+    assert source.results[late.id].status == 504
+    assert source.results[gone.id].status == 499
+    assert not any(worker.sliced.values())  # nothing left running
+
+
+def test_sliced_jobs_wait_for_the_memory_budget(server_registry: Path) -> None:
+    jobs = [gradient_job(batch=64) for _ in range(3)]
+    source = FakeSource(jobs)
+    worker = Worker(Engine("cpu", server_registry), source, Settings(max_wait_ms=0, worker_memory_mb=1))
+    worker.fetch(0.0)
+    worker.admit()
+    assert sum(len(lane) for lane in worker.sliced.values()) == 1  # one alone always fits; the others wait
+    run_until_answered(worker, source, jobs)
+    assert all(source.results[j.id].status == 200 for j in jobs)

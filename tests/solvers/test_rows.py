@@ -98,3 +98,22 @@ def test_batch_state_supports_adding_and_dropping_rows_between_evaluations() -> 
     assert sorted(answers) == list(range(6))
     for i in range(6):
         assert torch.equal(answers[i], truth[i])
+
+
+def test_solving_in_pieces_is_solve_and_can_stop_between_pieces() -> None:
+    from solvers import drain, solving
+
+    system = make_system("tanh", batch=10, length=12, seed=3)
+    step = system.step(with_rows=True)
+    whole = solve(step, system.x0(), method="jacobi")
+    pieces = solving(step, system.x0(), method="jacobi", rows_per_call=3)
+    states: list[int] = []
+    result = drain(pieces, lambda batch: states.append(int(batch.final.sum())))
+    assert torch.equal(result.x, whole.x)
+    assert torch.equal(result.x, system.reference())
+    assert torch.equal(result.iterations, whole.iterations)
+    assert result.evaluations == whole.evaluations
+    assert len(states) > whole.evaluations  # several calls of 3 rows per evaluation
+    stopped = solving(step, system.x0(), method="jacobi", rows_per_call=3)
+    next(stopped)
+    stopped.close()  # a server dropping a job between pieces
