@@ -193,6 +193,21 @@ def locust_table(results: Path, prefix: str = "locust") -> str | None:
     return markdown(["endpoint", "requests", "failures", "p50 ms", "p95 ms", "p99 ms", "req/s"], rows)
 
 
+def recovery_table(results: Path) -> str | None:
+    payload = load(results, "recovery-cpu")
+    if payload is None:
+        return None
+    rows: Rows = [[f"`{name.split()[1]}` job {name.split()[0]} -> stopped", f"{seconds * 1000:.0f} ms", "< 200 ms"]
+                  for name, seconds in payload["stops_s"].items()]  # fmt: skip
+    r, m = payload["reclaim"], payload["memory"]
+    if "answered_s_after_kill" in r:
+        rows.append([f"{r['jobs']} jobs of a SIGKILLed worker, all answered ({r['bitwise_equal']} bitwise equal)",
+                     f"{r['answered_s_after_kill']} s after the kill", "< 15 s"])  # fmt: skip
+    rows.append([f"peak resident, heaviest documented request ({m['request']['model']}, {m['request']['batch']} "
+                 f"sequences, {m['request']['method']}, verify)", f"{m['peak_resident_gb']} GB", "< 2 GB"])  # fmt: skip
+    return markdown(["measurement", "measured", "target"], rows) + measured_on(payload)
+
+
 def synthetic_table(results: Path) -> str | None:
     payload = load(results, "synthetic")
     if payload is None:
@@ -220,6 +235,7 @@ TABLES: dict[str, tuple[Callable[[Path], str | None], str]] = {
     "locust": (locust_table, "python -m loadtests.run"),
     "mixed": (lambda results: locust_table(results, "locust-mixed"), "python -m loadtests.run --scenario mixed"),
     "synthetic": (synthetic_table, "python -m benchmarks.synthetic"),
+    "recovery": (recovery_table, "python -m benchmarks.recovery"),
 }
 
 

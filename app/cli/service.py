@@ -10,7 +10,7 @@ from pathlib import Path
 from app.cli.common import print_json, settings
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ("synthetic", "sampling", "gradients", "dense", "serving")
+BENCHMARKS = ("synthetic", "sampling", "gradients", "dense", "serving", "recovery")
 RESULTS = CHECKOUT / "benchmarks" / "results"  # what the README's tables are generated from
 
 
