@@ -22,7 +22,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PARAFEED_HOST=0.0.0.0 \
     PARAFEED_PORT=8000 \
-    PARAFEED_METRICS_HOST=0.0.0.0
+    PARAFEED_METRICS_HOST=0.0.0.0 \
+    PARAFEED_WORKERS_PER_HOST=1
+# torch threads: the container's cores (its cgroup quota) over PARAFEED_WORKERS_PER_HOST; set it to the number of
+# worker containers sharing a host (compose.yaml does), or PARAFEED_THREADS outright.
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 

@@ -11,10 +11,12 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 
 from app.middleware import ServiceMiddleware
 from app.queues import JobQueue
@@ -65,6 +67,19 @@ async def start_embedded_worker(worker: Worker) -> threading.Thread:
     return thread
 
 
+def with_request_schemas(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema, with the request bodies the task routes read themselves (``app.routes.tasks``)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in tasks.REQUEST_MODELS:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -107,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ServiceMiddleware, settings=settings)
     for router in (models.router, tasks.router, health.router):
         app.include_router(router)
+    app.openapi = lambda: with_request_schemas(app)  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> FastJSONResponse:

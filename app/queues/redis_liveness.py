@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.exceptions import ResponseError
 
-from app.queues.redis_streams import GROUP, TRANSIENT
+from app.queues.redis_streams import GROUP, TRANSIENT, connection_options
 
 if TYPE_CHECKING:
     from app.queues.redis_worker import RedisWorkSource
@@ -31,8 +31,8 @@ class Liveness:
         self.source = source
         url = source.settings.redis_url
         assert url
-        self.heart = redis.from_url(url, socket_timeout=5, decode_responses=True)
-        self.watcher = redis.from_url(url, socket_timeout=5, decode_responses=True)
+        self.heart = redis.from_url(url, **connection_options())
+        self.watcher = redis.from_url(url, **connection_options())
         self.last_beat = time.monotonic()
         self.gone: frozenset[str] = frozenset()  # held jobs whose callers went away
         threading.Thread(target=self._heartbeat, name=f"heartbeat-{source.name}", daemon=True).start()

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -83,8 +84,14 @@ class Keys:
         return f"{self.prefix}:cancel:{job_id}"
 
 
-def retry_policy() -> Retry:
-    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5, supported_errors=TRANSIENT)
+def connection_options(asyncio_client: bool = False) -> dict[str, Any]:
+    """What every client of ours connects with: a broken connection (a Redis restart) is retried on a fresh one,
+    with backoff, instead of failing the command that found it broken. The asyncio client needs asyncio's Retry
+    (given the other one, it awaits a coroutine the retry loop never saw, and retries nothing)."""
+    kind = AsyncRetry if asyncio_client else Retry
+    retry = kind(ExponentialBackoff(cap=2.0, base=0.05), retries=5, supported_errors=TRANSIENT)  # type: ignore[arg-type]
+    return {"retry": retry, "retry_on_error": [RedisConnectionError, RedisTimeoutError], "socket_timeout": 5,
+            "decode_responses": True}  # fmt: skip
 
 
 # -- API side -------------------------------------------------------------------------------------------------
@@ -92,8 +99,7 @@ class RedisQueue:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
         self.settings, self.keys = settings, Keys(settings.stream_prefix)
-        self.client = aredis.from_url(settings.redis_url, retry=retry_policy(), socket_timeout=5, decode_responses=True,
-                                      health_check_interval=10)  # fmt: skip
+        self.client = aredis.from_url(settings.redis_url, health_check_interval=10, **connection_options(True))
         self.entries: dict[str, str] = {}  # job id -> stream entry id, for jobs this process waits for
         # Redis's run_id changes when the server restarts: a job submitted under another run_id may be forgotten
         # (no persistence), even if the client reconnected transparently and never saw an error.

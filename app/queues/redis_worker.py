@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from app.jobs import Job, Result
 from app.queues.redis_liveness import Liveness
-from app.queues.redis_streams import DELIVER, GROUP, TRANSIENT, Keys, retry_policy
+from app.queues.redis_streams import DELIVER, GROUP, TRANSIENT, Keys, connection_options
 from app.settings import Settings
 
 log = logging.getLogger("parafeed.redis")
@@ -37,7 +37,7 @@ class RedisWorkSource:
     def __init__(self, settings: Settings, name: str) -> None:
         assert settings.redis_url
         self.settings, self.name, self.keys = settings, name, Keys(settings.stream_prefix)
-        self.client = redis.from_url(settings.redis_url, retry=retry_policy(), socket_timeout=5, decode_responses=True)
+        self.client = redis.from_url(settings.redis_url, **connection_options())
         self.deliver = self.client.register_script(DELIVER)
         self.entries: dict[str, str] = {}  # job id -> entry id of jobs this worker holds (guarded by lock)
         self.lock = threading.Lock()

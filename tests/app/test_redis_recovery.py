@@ -85,3 +85,51 @@ def test_redis_refusing_the_password_is_a_503_that_says_so(redis_server: RedisSe
         assert "credentials" in r.json()["detail"]
     finally:
         stop(server)
+
+
+def test_a_caller_that_hangs_up_stops_its_job_on_a_redis_worker(
+    redis_server: RedisServer, server_registry: Path
+) -> None:
+    from benchmarks.processes import free_port
+
+    port = free_port()
+    server, base = start_server(server_registry, redis_server.url)
+    worker = start_worker(redis_server.url, server_registry, "w1", args=["--metrics-port", str(port)])
+    slow = {"model": "made-slow", "num_samples": 16, "method": "sequential", "seed": 3}  # seconds of work
+
+    def gone() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        found = [
+            line for line in text.splitlines() if line.startswith('parafeed_jobs_total{kind="sample",outcome="499"}')
+        ]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    try:
+        wait_ready(base)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/sample", json=slow, timeout=0.5)
+        hung_up = time.monotonic()
+        while gone() < 1:
+            assert time.monotonic() - hung_up < 3.0, "the worker kept the abandoned job"
+            time.sleep(0.05)
+    finally:
+        stop(worker)
+        stop(server)
+
+
+def test_readiness_does_not_flap_when_redis_restarts(redis_server: RedisServer, server_registry: Path) -> None:
+    server, base = start_server(server_registry, redis_server.url)
+    worker = start_worker(redis_server.url, server_registry, "w1")
+    try:
+        wait_ready(base)
+        redis_server.stop()
+        redis_server.start()  # forgets everything, the workers' heartbeats included
+        end, answers = time.monotonic() + 3.0, []
+        while time.monotonic() < end:
+            r = httpx.get(f"{base}/readyz", timeout=5)
+            answers.append(r.status_code if r.status_code == 200 else r.text)
+            time.sleep(0.1)
+        assert set(answers) == {200}, answers
+    finally:
+        stop(worker)
+        stop(server)
