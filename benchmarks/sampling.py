@@ -5,9 +5,12 @@ max, the confirming pass included), evaluations until the whole batch is done, w
 naive sequential sampler and against the strongest one we have, and the fraction of samples bitwise equal to the
 sequential sample with the same noise. Every run goes through ``solvers.solve``: baselines are system variants.
 
-Baselines: MADE "sequential" (784 full passes) and "sequential, cropped outputs" (layers 1-2 full, only logit t
-at step t). PixelCNN++ "sequential, plain forward" (the textbook sampler, one whole-image pass per pixel),
-"sequential, banded" (no cache) and "sequential" (banded with caches: the strongest, and the reference).
+Baselines: MADE "sequential_naive" (784 full passes: the reference), "sequential, cropped outputs" (layers 1-2
+full, only logit t at step t) and "sequential" (degree order, each hidden unit once, certified by one forward:
+the strongest, ``models.made_degrees``). PixelCNN++ "sequential, plain forward" (the textbook sampler, one
+whole-image pass per pixel), "sequential, banded" (no cache) and "sequential" (banded with caches: the strongest
+we have so far, and the reference). Every row also gives the arithmetic per sample (multiply-adds, and in
+forward-pass equivalents) beside the depth (evaluations), so work and depth can be read apart.
 
     python -m benchmarks.sampling [--quick] [--out benchmarks/results] [--device cpu]
 """
@@ -15,6 +18,7 @@ at step t). PixelCNN++ "sequential, plain forward" (the textbook sampler, one wh
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,8 +68,11 @@ def made_runs(engine: Engine, batch: int) -> list[Run]:
     plain = engine.sampling_system("made-fmnist")
     cropped = CroppedMade(model, "made-fmnist")
     return [
-        Run("sequential", "sequential", plain, baseline=True),
-        Run("sequential, cropped outputs", "sequential", cropped, baseline=True),
+        Run("sequential_naive", "sequential_naive", plain, baseline=True),
+        Run("sequential, cropped outputs", "sequential_naive", cropped, baseline=True),
+        Run("sequential (degree order, certified)", "sequential", plain, baseline=True),
+        Run("jacobi_window (4-row window)", "jacobi_window", plain, block_size=4 * 28),
+        Run("jacobi_window (8-row window)", "jacobi_window", plain, block_size=8 * 28),
         Run("jacobi", "jacobi", plain),
         Run("jacobi, batch-synchronous", "jacobi", plain, synchronous=True),
         Run("jacobi, x0 = marginal", "jacobi", plain, x0="marginal"),
@@ -124,6 +131,7 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
         return solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
 
     sweeps_before = getattr(run.system, "direct_sweeps", 0)
+    macs_before = getattr(run.system, "fast_macs", 0)
     times, solved = [], None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -133,13 +141,14 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
         times.append(time.perf_counter() - start)
     assert solved is not None
     sweeps = (getattr(run.system, "direct_sweeps", 0) - sweeps_before) / repeats
+    fast_macs = (getattr(run.system, "fast_macs", 0) - macs_before) / repeats
     if track:  # statistics from an extra, untimed solve
         once(callback)
         done = int(solved.result.iterations[0])  # the sample's own last evaluation: later frames repeat it
         snapshots = {k: v for k, v in snapshots.items() if k < done}
         snapshots[done] = run.system.decode(solved.result.x[:1])[0].flatten().tolist()
     return {"seconds": sorted(times)[len(times) // 2], "solved": solved, "fraction_final": fraction_final,
-            "snapshots": snapshots, "direct_sweeps": sweeps}  # fmt: skip
+            "snapshots": snapshots, "direct_sweeps": sweeps, "fast_macs": fast_macs}  # fmt: skip
 
 
 def full_seconds(out: dict[str, Any], steps: int) -> tuple[float, bool]:
@@ -152,7 +161,14 @@ def full_seconds(out: dict[str, Any], steps: int) -> tuple[float, bool]:
 
 
 SNAPSHOTS: set[int] = set()
-TRACKED = {"sequential", "jacobi", "jacobi_split", "sequential (cached)", "jacobi (cached)", "gs_jacobi (4-row window)"}
+TRACKED = {
+    "sequential_naive",
+    "jacobi",
+    "jacobi_split",
+    "sequential (cached)",
+    "jacobi (cached)",
+    "gs_jacobi (4-row window)",
+}
 
 
 def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tqdm) -> list[dict[str, Any]]:
@@ -174,7 +190,7 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                 track = batch == 16 and run.label in TRACKED
                 out = measure(run, noise, x0, repeats, track)
                 solved = out["solved"]
-                if run.label in ("sequential", "sequential (cached)"):
+                if run.label in ("sequential_naive", "sequential (cached)"):
                     reference = solved.samples
                 results.append((run, out))
                 progress.update()
@@ -186,6 +202,7 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                 solved = out["solved"]
                 it = solved.result.iterations.double()
                 seconds, complete = full_seconds(out, steps)
+                macs = work_per_sample(run, out, it, steps)
                 equal = (solved.samples == reference).flatten(1).all(1).double().mean().item() if complete else None
                 rows.append({
                     "model": name, "batch": batch, "run": run.label, "method": run.method,
@@ -195,6 +212,8 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                     "seconds": round(seconds, 4), "extrapolated": not complete,
                     "speedup_vs_naive": round(naive / seconds, 2),
                     "speedup_vs_strongest_sequential": round(strongest / seconds, 2),
+                    "macs_per_sample": macs, "forward_equivalents": round(macs / forward_macs(run.system), 2)
+                    if macs else None,
                     "equal_fraction": equal, "converged": bool(solved.result.converged.all()) if complete else None,
                     "iterations": solved.result.iterations.tolist(),
                     "fraction_final": out["fraction_final"], "snapshots": out["snapshots"],
@@ -203,6 +222,33 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                     if out["direct_sweeps"] else None,
                 })  # fmt: skip
     return rows
+
+
+def forward_macs(system: SamplingSystem) -> int:
+    """Multiply-adds of one reference evaluation of one row (MADE: the dense masked forward with direct weights)."""
+    model = getattr(system, "model", None)
+    if model is None or not hasattr(model, "layers"):
+        return 0
+    direct = model.direct.weight.numel() if getattr(model, "direct", None) is not None else 0
+    return int(sum(layer.weight.numel() for layer in model.layers) + direct)
+
+
+def work_per_sample(run: Run, out: dict[str, Any], iterations: torch.Tensor, steps: int) -> int | None:
+    """Multiply-adds per sample (MADE; None where not counted): evaluations x one forward, or what a fast path
+    counted (``fast_macs``) plus its certificate evaluations. Cropped: hidden layers in full, one output row."""
+    forward = forward_macs(run.system)
+    if not forward:
+        return None
+    solved = out["solved"]
+    if solved.certificate is not None:  # a fast path: what it counted per row, then its certificate evaluations
+        return int(out["fast_macs"] + forward * float(solved.certificate.double().mean()))
+    if "cropped" in run.label:
+        model = run.system.model  # type: ignore[attr-defined]
+        hidden = sum(layer.weight.numel() for layer in model.layers[:-1])
+        return int(steps * (hidden + model.layers[-1].weight.shape[1] + steps))
+    if run.synchronous:
+        return int(forward * int(out["solved"].result.evaluations))
+    return int(forward * float(iterations.mean()))
 
 
 def batch_vs_singles(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -220,35 +266,52 @@ def batch_vs_singles(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pick_auto(rows: list[dict[str, Any]]) -> dict[str, Choice]:
-    """Per family: the exact, API-reachable method with the least total time over the measured batch sizes."""
+    """Per family: the exact, API-reachable method with the least total time over the measured batch sizes, and
+    the fastest one at each batch size (``auto`` serves a request the choice of the largest size <= its own)."""
     choices: dict[str, Choice] = {}
     for family, model in (("made", "made-fmnist"), ("pixelcnnpp", "pixelcnnpp-fmnist")):
         totals: dict[Choice, float] = {}
+        by_size: dict[int, tuple[float, Choice]] = {}
         for r in rows:
             default_variant = r["x0"] == "zeros" and not any(
                 w in r["run"] for w in ("banded", "plain", "cropped", "synchronous")
             )
             if r["model"] == model and default_variant and r["equal_fraction"] == 1.0:
-                key = Choice(r["method"], r["block_size"] if r["method"] == "gs_jacobi" else None)
+                sized = r["method"] in ("gs_jacobi", "jacobi_window", "jacobi_gs")
+                key = Choice(r["method"], r["block_size"] if sized else None)
                 totals[key] = totals.get(key, 0.0) + r["seconds"]
+                if r["batch"] not in by_size or r["seconds"] < by_size[r["batch"]][0]:
+                    by_size[r["batch"]] = (r["seconds"], key)
         if totals:
-            choices[family] = min(totals, key=lambda k: totals[k])
+            best = min(totals, key=lambda k: totals[k])
+            sizes = tuple(sorted((size, choice) for size, (_, choice) in by_size.items()))
+            choices[family] = Choice(best.method, best.block_size, sizes)
     return choices
+
+
+def merged(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """These rows, and the rows of models not measured in this run from the results file already there (their
+    ``environment`` is that of their own run: see ``other_runs``)."""
+    if not path.exists():
+        return rows
+    measured = {r["model"] for r in rows}
+    kept = [r for r in json.loads(path.read_text())["results"] if r["model"] not in measured]
+    return [*kept, *rows]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | batch | run | iterations mean / median / max | batch done | wall s | vs naive"
-        " | vs strongest seq | bitwise equal |"
+        " | vs strongest seq | forward passes of work / sample | bitwise equal |"
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         equal = "n/a" if r["equal_fraction"] is None else f"{r['equal_fraction']:.0%}"
         star = " (extrapolated)" if r["extrapolated"] else ""
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['run']} | {r['iterations_mean']} / {r['iterations_median']:.0f} / "
             f"{r['iterations_max']} | {r['evaluations']} | {r['seconds']:.3f}{star} | {r['speedup_vs_naive']}x | "
-            f"{r['speedup_vs_strongest_sequential']}x | {equal} |"
+            f"{r['speedup_vs_strongest_sequential']}x | {r.get('forward_equivalents') or 'n/a'} | {equal} |"
         )
     return "\n".join(lines)
 
@@ -272,9 +335,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [row for name in args.models for row in benchmark_model(engine, name, cfg, progress)]
     progress.close()
     env = environment(str(engine.device))
-    payload = {"benchmark": "sampling", "config": asdict(cfg), "environment": env, "results": rows,
-               "batch_100_vs_100_singles": batch_vs_singles(rows)}  # fmt: skip
     suffix = "-quick" if args.quick else ""
+    previous = args.out / f"sampling{suffix}-{engine.device.type}.json"
+    other_runs = json.loads(previous.read_text()).get("environment") if previous.exists() else None
+    rows = merged(rows, previous)
+    payload = {"benchmark": "sampling", "config": asdict(cfg), "environment": env, "results": rows,
+               "models_measured": args.models, "other_models_from": other_runs,
+               "batch_100_vs_100_singles": batch_vs_singles(rows)}  # fmt: skip
     path = write_json(f"sampling{suffix}-{engine.device.type}", payload, args.out)
     from benchmarks.sampling_plots import plot_all
 

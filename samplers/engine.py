@@ -112,19 +112,21 @@ class Engine:
             self.system(name)
 
     # -- requests ----------------------------------------------------------------------------------------------
-    def resolve(self, name: str, task: str, method: str) -> auto.Choice:
-        """ "auto" -> the measured fastest exact method for this model's family, task and device type."""
+    def resolve(self, name: str, task: str, method: str, size: int | None = None) -> auto.Choice:
+        """ "auto" -> the measured fastest exact method for this model's family, task, device type and request size
+        (``size``: samples of a sampling request)."""
         if method != "auto":
             return auto.Choice(method)
         offer = self.family(name).offers_for(self.entry(name))[task]
-        return auto.pick(offer.auto_key, self.device.type, offer.fallback)
+        choice = auto.pick(offer.auto_key, self.device.type, offer.fallback, size)
+        return choice if choice.method in offer.methods else auto.Choice(offer.fallback)
 
     def check(self, task: str, request: Any, limits: Limits) -> Cost:
         """The family's checks of a validated request, then its estimated cost against the per-request bounds
         (raises InputError naming the field). No torch: the API thread calls it."""
         family, info = self.serving(request.model, task)
         family.check(task, request, info, limits)
-        method = self.resolve(request.model, task, request.method).method
+        method = self.resolve(request.model, task, request.method, getattr(request, "num_samples", None)).method
         cost = family.cost(task, request, self.entry(request.model), method)
         if cost.memory > limits.max_memory:
             raise InputError(cost.field, f"needs about {cost.memory / 2**20:,.0f} MiB by {method}; this server allows "
@@ -138,7 +140,7 @@ class Engine:
     def start(self, task: str, request: Any, cost: Cost | None = None) -> Work:
         """The work that answers a checked request (``cost``: its estimate, which sliced work carries)."""
         family, _ = self.serving(request.model, task)
-        choice = self.resolve(request.model, task, request.method)
+        choice = self.resolve(request.model, task, request.method, getattr(request, "num_samples", None))
         work = family.start(task, self, request, choice.method, choice.block_size)
         if isinstance(work, SliceWork) and cost is not None:
             work.memory = cost.memory

@@ -98,8 +98,15 @@ class SampleResponse(BaseModel):
     iterations: list[int] = Field(description="per sample: step evaluations, the confirming one included")
     sequential_steps: int = Field(description="evaluations of the ordinary sequential sampler")
     converged: bool = Field(description="every sample certified (false only under max_iterations)")
-    verified: bool | None = Field(description="with verify: all samples bitwise equal to the sequential sampler's")
+    verified: bool | None = Field(description="with verify: all samples bitwise equal to the sequential sampler's "
+                                  "(certified: one evaluation of the reference map reproduced them)")  # fmt: skip
     verified_per_sample: list[bool] | None = Field(description="with verify: the comparison per sample")
+    exactness: str = Field("fixed point", description="how exactness was established: `sequential` (the reference "
+                           "sampler, bitwise by construction), `fixed point` (a solver iterated the reference map to "
+                           "F(x) = x), `certified` (a fast path's candidate, reproduced by one evaluation of the "
+                           "reference map), `repaired` (some candidates were not, and were finished by Jacobi on the "
+                           "reference map), `not converged` (stopped by max_iterations)")  # fmt: skip
+    repaired: int = Field(0, description="samples whose fast-path candidate failed the certificate (then repaired)")
     device: str
     timings_ms: Timings
 

@@ -18,11 +18,12 @@ import torch
 
 from models.pictures import png_bytes
 from models.registry import Entry
+from samplers.certify import FIXED_POINT, NOT_CONVERGED, SEQUENTIAL, certificate_exactness, certificate_rows
 from samplers.family import Cost, Family, Limits, ModelInfo, Offer
 from samplers.inputs import InputError
 from samplers.requests import SampleRequest, SampleResponse
-from samplers.system import SamplingSystem
-from samplers.work import Check, Context, RowSet, RowWork, Solved, bitwise_equal
+from samplers.system import Plan, SamplingSystem
+from samplers.work import Check, Context, Pieces, Respond, RowSet, RowWork, SliceWork, Solved, Work, bitwise_equal
 from solvers import FixedPointBatch, Schedule
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class SamplerFamily(Family):
         rows = request.num_samples * (2 if request.verify else 1)
         return Cost(rows * self.describe(entry)[1] * 64, 0.0, "num_samples")
 
-    def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> RowWork:
+    def start(self, task: str, engine: Engine, request: Any, method: str, block_size: int | None) -> Work:
         return start_sample(engine.system(request.model), request, method, block_size, engine.device.type)
 
 
@@ -82,33 +83,82 @@ def rows_for(system: SamplingSystem, method: str, noise: torch.Tensor, block_siz
 
 def start_sample(
     system: SamplingSystem, request: SampleRequest, method: str, block_size: int | None, device: str
-) -> RowWork:
-    """Rows for every sample (and, with verify, a sequential reference row each) and how to answer them."""
+) -> Work:
+    """The work that answers a sampling request: the method's rows (or its fast path's candidate, then the
+    certificate rows that make it exact), then, with verify, the answer certified (``samplers.certify``)."""
     assert request.seed is not None  # fixed when the request was validated
     noise = system.draw_noise(request.seed, range(request.num_samples))
-    row_sets = [rows_for(system, method, noise, block_size or request.block_size, request.max_iterations)]
-    if request.verify:
-        row_sets.append(rows_for(system, "sequential", noise))
+    plan = system.plan(method) if method in system.methods else None
+    if plan is not None and plan.propose is not None:
+        return SliceWork(propose_pieces(system, request, method, noise, plan, block_size or request.block_size))
+    rows = rows_for(system, method, noise, block_size or request.block_size, request.max_iterations)
+    exactness = SEQUENTIAL if rows.plan.solver_method == "sequential" else FIXED_POINT
 
-    def respond(solved: list[Solved], context: Context) -> SampleResponse:
-        answer = solved[0]
-        samples = system.decode(answer.x)
-        per_sample = bitwise_equal(answer.x, solved[1].x) if request.verify else None
-        return SampleResponse.model_construct(  # built from validated parts: no second validation of samples
-            model=request.model, method=method, seed=request.seed, shape=[int(samples.shape[0]), *system.image_shape],
-            samples=encode_samples(samples, request.format, system.levels), iterations=answer.iterations,
-            sequential_steps=system.unknowns, converged=all(answer.converged),
-            verified=None if per_sample is None else all(per_sample), verified_per_sample=per_sample,
-            device=context.device, timings_ms=context.timings(),
-        )  # fmt: skip
+    def solved(parts: list[Solved], context: Context) -> SampleResponse | RowWork:
+        answer = parts[0]
+        label = exactness if all(answer.converged) else NOT_CONVERGED
+        if not request.verify:
+            return respond_sample(system, request, method, answer, answer.iterations, label, 0, None, context)
+        return verify_work(system, request, method, noise, answer, label)
 
-    def checks(solved: list[Solved]) -> list[Check]:
-        """Continuous verification: each answered sample, re-solved alone by the sequential method."""
-        label = {"model": request.model, "seed": request.seed, "method": method}
-        return [Check(rows_for(system, "sequential", noise[i : i + 1]), solved[0].x[i], {**label, "sample": i})
-                for i in range(request.num_samples) if solved[0].converged[i]]  # fmt: skip
+    return RowWork([rows], solved, lambda parts: checks_of(system, request, method, noise, parts[0]))
 
-    return RowWork(row_sets, respond, checks)
+
+def propose_pieces(
+    system: SamplingSystem, request: SampleRequest, method: str, noise: torch.Tensor, plan: Plan,
+    block_size: int | None,
+) -> Pieces[Respond]:  # fmt: skip
+    """A fast path: the candidate in pieces, then certificate rows (Jacobi on F from the candidate)."""
+    assert plan.propose is not None
+    candidate, depth = yield from plan.propose(noise, block_size)
+
+    def certify(context: Context) -> RowWork:
+        def respond(parts: list[Solved], context: Context) -> SampleResponse:
+            cert = parts[0]
+            label, repaired = certificate_exactness(cert)
+            iterations = [d + it for d, it in zip(depth, cert.iterations, strict=True)]
+            verified = cert.converged if request.verify else None  # certified (or repaired) = the sequential sample
+            return respond_sample(system, request, method, cert, iterations, label, repaired, verified, context)
+
+        return RowWork([certificate_rows(system, noise, candidate)], respond,
+                       lambda parts: checks_of(system, request, method, noise, parts[0]))  # fmt: skip
+
+    return certify
+
+
+def verify_work(
+    system: SamplingSystem, request: SampleRequest, method: str, noise: torch.Tensor, answer: Solved, label: str
+) -> RowWork:
+    """``verify``: the answer certified by one evaluation of F (what it converged to, if it had not)."""
+
+    def respond(parts: list[Solved], context: Context) -> SampleResponse:
+        verified = bitwise_equal(answer.x, parts[0].x)
+        return respond_sample(system, request, method, answer, answer.iterations, label, 0, verified, context)
+
+    return RowWork([certificate_rows(system, noise, answer.x)], respond)
+
+
+def respond_sample(
+    system: SamplingSystem, request: SampleRequest, method: str, answer: Solved, iterations: list[int],
+    exactness: str, repaired: int, verified: list[bool] | None, context: Context,
+) -> SampleResponse:  # fmt: skip
+    samples = system.decode(answer.x)
+    return SampleResponse.model_construct(  # built from validated parts: no second validation of samples
+        model=request.model, method=method, seed=request.seed, shape=[int(samples.shape[0]), *system.image_shape],
+        samples=encode_samples(samples, request.format, system.levels), iterations=iterations,
+        sequential_steps=system.unknowns, converged=all(answer.converged),
+        verified=None if verified is None else all(verified), verified_per_sample=verified,
+        exactness=exactness, repaired=repaired, device=context.device, timings_ms=context.timings(),
+    )  # fmt: skip
+
+
+def checks_of(
+    system: SamplingSystem, request: SampleRequest, method: str, noise: torch.Tensor, answer: Solved
+) -> list[Check]:
+    """Continuous verification: each answered sample certified again, alone (one evaluation of F)."""
+    label = {"model": request.model, "seed": request.seed, "method": method}
+    return [Check(certificate_rows(system, noise[i : i + 1], answer.x[i : i + 1]), answer.x[i], {**label, "sample": i})
+            for i in range(request.num_samples) if answer.converged[i]]  # fmt: skip
 
 
 def encode_samples(samples: torch.Tensor, output_format: str, levels: int) -> list[Any]:

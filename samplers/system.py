@@ -4,7 +4,8 @@ Each sampler family turns its network and fixed per-sample noise into a step ove
 ``evaluate(x, noise)[:, t] = f_t(x[:, :t], noise)`` for any subset of rows (the noise rows travel with them), plus
 an initial guess and a decoder to images. A family may keep per-row work between evaluations in a cache (slots
 are cache rows; ``span`` says which positions will be read, so final positions cost nothing). A sampler method
-maps to a ``Plan``: the solver method and the step that runs it.
+maps to a ``Plan``: the solver method and the step that runs it, or a fast path whose candidate one evaluation of
+the reference map certifies (``samplers.certify``).
 
 ``SystemStep`` is the one adapter from ``evaluate`` to a ``solvers`` step: the library passes it to
 ``solvers.solve`` (``samplers.work.solve_rows``), and the server's row batch (``samplers.rows``) advances the same
@@ -13,13 +14,16 @@ step inside its own ``FixedPointBatch``, with rows of many requests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 Evaluate = Callable[..., torch.Tensor]
+# A fast path: (noise (N, ...), block size or None) -> a generator that yields between small pieces and returns the
+# candidate (N, T, *unknown_shape) and each row's depth (its sequential steps), to be certified (samplers.certify).
+Propose = Callable[[torch.Tensor, int | None], Generator[None, None, tuple[torch.Tensor, list[int]]]]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Plan:
     solver_method: str  # a solvers method: sequential | jacobi | jacobi_gs | gs_jacobi
     evaluate: Evaluate  # the step, with ``SamplingSystem.evaluate``'s signature
     variant: str  # the step's name (e.g. "evaluate", "evaluate_split")
+    propose: Propose | None = None  # a fast path: its candidate is certified by ``evaluate`` (the reference map)
 
 
 class SamplingSystem(Protocol):

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from samplers.requests import Timings
 from samplers.system import Plan, SamplingSystem, SystemStep
 from solvers import FixedPointBatch, Schedule, SolveResult, solve
+from solvers.pieces import drain
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Context:
         return Timings(queue=round(self.queue_ms, 3), compute=round(self.compute_ms, 3))
 
 
-Respond = Callable[[Context], BaseModel]
+Respond = Callable[[Context], "BaseModel | Work"]
 T = TypeVar("T")
 Pieces = Generator[Any, None, T]  # a computation that yields between small pieces and returns its result
 
@@ -87,23 +88,30 @@ class Check:
 
 
 class RowWork:
-    """Work that is nothing but rows to solve; ``respond`` turns the solved rows into the response, and
-    ``checks`` lists answered rows worth re-solving by the reference method (continuous verification)."""
+    """Work that is nothing but rows to solve; ``respond`` turns the solved rows into the response (or into the
+    next work: certificate rows after a candidate, ``samplers.certify``), and ``checks`` lists answered rows
+    worth certifying again (continuous verification)."""
 
     def __init__(
         self,
         row_sets: list[RowSet],
-        respond: Callable[[list[Solved], Context], BaseModel],
+        respond: Callable[[list[Solved], Context], BaseModel | Work],
         checks: Callable[[list[Solved]], list[Check]] | None = None,
     ) -> None:
         self.row_sets, self._respond, self._checks = row_sets, respond, checks
+        self.prior_ms = 0.0  # compute spent by the work this one continues (a fast path's candidate)
 
     @property
     def rows(self) -> int:
         return sum(int(s.noise.shape[0]) for s in self.row_sets)
 
-    def respond(self, solved: list[Solved], context: Context) -> BaseModel:
-        return self._respond(solved, context)
+    def respond(self, solved: list[Solved], context: Context) -> BaseModel | Work:
+        """The response, or the work that continues this one (it carries the compute time spent so far)."""
+        context = Context(context.compute_ms + self.prior_ms, context.queue_ms, context.device)
+        out = self._respond(solved, context)
+        if isinstance(out, RowWork):
+            out.prior_ms += context.compute_ms
+        return out
 
     def checks(self, solved: list[Solved]) -> list[Check]:
         return [] if self._checks is None else self._checks(solved)
@@ -134,9 +142,13 @@ class SliceWork:
             self.compute_s += time.perf_counter() - start
         return self.finished is not None
 
-    def respond(self, queue_ms: float = 0.0, device: str = "cpu") -> BaseModel:
+    def respond(self, queue_ms: float = 0.0, device: str = "cpu") -> BaseModel | Work:
+        """The response, or the work that continues this one (it carries the compute time spent here)."""
         assert self.finished is not None, "respond() before the last slice"
-        return self.finished(Context(self.compute_s * 1000, queue_ms, device))
+        out = self.finished(Context(self.compute_s * 1000, queue_ms, device))
+        if isinstance(out, RowWork):
+            out.prior_ms += self.compute_s * 1000
+        return out
 
     def close(self) -> None:
         """Abandon the work between slices (deadline, client gone, shutdown): its memory is released."""
@@ -159,6 +171,7 @@ def solve_rows(rows: RowSet, callback: Callable[[FixedPointBatch], None] | None 
 class SystemSolve:
     result: SolveResult
     samples: torch.Tensor  # (N, C, H, W) integer images
+    certificate: torch.Tensor | None = None  # a fast path's: (N,) evaluations of the reference map per row
 
 
 def solve_system(
@@ -175,13 +188,26 @@ def solve_system(
         raise ValueError(f"method must be one of {', '.join(system.methods)} for {system.name}; got {method!r}")
     plan = system.plan(method)
     schedule = Schedule(plan.solver_method, block_size or system.block_size, max_iterations=max_iterations)
+    if plan.propose is not None:  # a fast path: its candidate, then Jacobi on the reference map from it
+        x0, depth = drain(plan.propose(noise, block_size))
+        result = solve_rows(RowSet((system.name, plan.variant), system, plan, noise, schedule, x0), callback)
+        certificate = result.iterations.clone()
+        result.iterations.add_(torch.tensor(depth, dtype=result.iterations.dtype, device=result.iterations.device))
+        return SystemSolve(result, system.decode(result.x), certificate)
     result = solve_rows(RowSet((system.name, plan.variant), system, plan, noise, schedule, x0), callback)
     return SystemSolve(result, system.decode(result.x))
 
 
 def run_work(work: Work, device: str = "cpu", callback: Callable[[FixedPointBatch], None] | None = None) -> BaseModel:
-    """Do the work in this thread, start to end, and return its response. ``callback`` sees the solver state
-    after every evaluation of the first row set (progress bars)."""
+    """Do the work (and the work that continues it) in this thread, start to end, and return its response.
+    ``callback`` sees the solver state after every evaluation of the first row set (progress bars)."""
+    out: BaseModel | Work = work
+    while isinstance(out, RowWork | SliceWork):
+        out = _run_once(out, device, callback)
+    return out
+
+
+def _run_once(work: Work, device: str, callback: Callable[[FixedPointBatch], None] | None) -> BaseModel | Work:
     if isinstance(work, SliceWork):
         with torch.inference_mode():
             work.advance()

@@ -71,6 +71,10 @@ def service_commands(command: Command, where: Where) -> None:
     bench.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     bench.add_argument("--only", nargs="*", choices=service.BENCHMARKS, help="run only these (default: all)")
     bench.add_argument("--out", type=Path, default=service.RESULTS)
+    bench.add_argument("--gpu-check", action="store_true", help="exactness of every method on CUDA and the headline "
+                       "ratios (benchmarks/gpu_check.py); with --dry: the same on the CPU at small sizes")  # fmt: skip
+    bench.add_argument("--dry", action="store_true", help="with --gpu-check: CPU, small sizes (what CI runs)")
+    bench.add_argument("--registry", default=None, help="with --gpu-check: checkpoint directory (default: shipped)")
 
 
 def compute_commands(command: Command, where: Where) -> None:

@@ -55,6 +55,11 @@ def bench(args: argparse.Namespace) -> int:
         return 2
     if str(CHECKOUT) not in sys.path:
         sys.path.insert(0, str(CHECKOUT))
+    if args.gpu_check:
+        argv = ["--out", str(args.out)] + (["--dry"] if args.dry else [])
+        importlib.import_module("benchmarks.gpu_check").main(argv + (["--registry", args.registry] if args.registry
+                                                                     else []))  # fmt: skip
+        return 0
     argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
     for name in args.only or BENCHMARKS:
         print(f"== benchmark {name} ==", file=sys.stderr)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.jobs import Job
 from app.worker.replies import Replies
-from samplers.work import SliceWork
+from samplers.work import RowWork, SliceWork, Work
 
 
 @dataclass
@@ -32,8 +33,9 @@ class SliceLane:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def serve(self, budget_s: float, replies: Replies) -> bool:
-        """One slice of the job whose turn it is; a job that finished (or failed) is answered and leaves the lane.
+    def serve(self, budget_s: float, replies: Replies, follow: Callable[[Job, Work], None]) -> bool:
+        """One slice of the job whose turn it is; a job that finished (or failed) is answered and leaves the lane,
+        or, if its work continues as other work (a candidate's certificate rows), is handed to ``follow``.
         True if one left."""
         head = self.jobs[0]
         try:
@@ -43,7 +45,11 @@ class SliceLane:
                 return False
             self.jobs.popleft()
             queue_ms = max(head.admitted - head.job.submitted, 0.0) * 1000
-            replies.ok(head.job, head.work.respond(queue_ms, replies.device))
+            out = head.work.respond(queue_ms, replies.device)
+            if isinstance(out, RowWork | SliceWork):
+                follow(head.job, out)
+            else:
+                replies.ok(head.job, out)
         except Exception as error:
             if self.jobs and self.jobs[0] is head:
                 self.jobs.popleft()

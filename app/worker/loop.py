@@ -44,7 +44,7 @@ from app.worker.scheduler import Scheduler, Waiting
 from samplers.engine import Engine
 from samplers.requests import REQUESTS
 from samplers.rows import RowGroup, RowOwner
-from samplers.work import RowSet, RowWork, SliceWork
+from samplers.work import RowSet, RowWork, SliceWork, Work
 
 log = logging.getLogger("parafeed.worker")
 
@@ -113,7 +113,7 @@ class Worker:
             self.safely(group)
             finished = self.finish(group)
         else:
-            finished = self.sliced[key].serve(self.settings.slice_ms / 1000, self.replies)
+            finished = self.sliced[key].serve(self.settings.slice_ms / 1000, self.replies, self.follow)
         self.fair.charge(key, time.perf_counter() - start)
         return finished
 
@@ -155,9 +155,18 @@ class Worker:
         except Exception as error:
             self.replies.fail(job, error)
             return
+        self.scheduler.add(self.waiting(job, work))
+
+    def follow(self, job: Job, work: Work) -> None:
+        """A job whose work continues as other work (a fast path's certificate rows, verify): it waits again,
+        first in line (it was admitted once already)."""
+        self.scheduler.add(self.waiting(job, work), first=True)
+
+    @staticmethod
+    def waiting(job: Job, work: Work) -> Waiting:
         rows = work.rows if isinstance(work, RowWork) else 0
         memory = work.memory if isinstance(work, SliceWork) else 0
-        self.scheduler.add(Waiting(job, work, rows, memory, tuple(s.lane for s in work.row_sets)))
+        return Waiting(job, work, rows, memory, tuple(s.lane for s in work.row_sets))
 
     def admit(self) -> None:
         def sealed(key: Hashable) -> bool:
@@ -219,7 +228,10 @@ class Worker:
 
     def reply(self, active: Active) -> None:
         solved = active.solved()
-        checks = self.replies.answer_rows(active, solved)
+        checks, then = self.replies.answer_rows(active, solved)
+        if then is not None:
+            self.follow(active.job, then)
+            return
         room = self.settings.verify_queue - len(self.checks)
         self.checks.extend(SpotCheck(check, active.job.id) for check in checks[: max(room, 0)])
         self.replies.dropped_checks(active.job, len(checks) - max(room, 0))

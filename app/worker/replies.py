@@ -18,7 +18,7 @@ from app.jobs import Job, Result
 from app.queues import WorkSource
 from app.settings import Settings
 from app.worker.owners import Active, SpotCheck
-from samplers.work import Check, Context, Solved
+from samplers.work import Check, Context, RowWork, SliceWork, Solved, Work
 
 log = logging.getLogger("parafeed.worker")
 
@@ -47,22 +47,25 @@ class Replies:
         status, detail = answer_for(error, {"job": job.id})
         self.error(job, status, detail)
 
-    def answer_rows(self, active: Active, solved: list[Solved]) -> list[Check]:
-        """Answer a job whose rows are all solved; returns the checks continuous verification asks for."""
+    def answer_rows(self, active: Active, solved: list[Solved]) -> tuple[list[Check], Work | None]:
+        """Answer a job whose rows are all solved. Returns the checks continuous verification asks for, or the
+        work that continues the job (certificate rows after a candidate): then nothing is answered yet."""
         job = active.job
         compute = (time.perf_counter() - active.started) * 1000
-        queue = max(active.admitted - job.submitted, 0.0) * 1000
+        queue = max(active.admitted - job.submitted - active.work.prior_ms / 1000, 0.0) * 1000
         try:
             response = active.work.respond(solved, Context(compute, queue, self.device))
         except Exception as error:
             self.fail(job, error)
-            return []
+            return [], None
+        if isinstance(response, RowWork | SliceWork):
+            return [], response
         model, method = str(job.payload.get("model")), str(getattr(response, "method", "-"))
         for iterations in solved[0].iterations:
             metrics.ITERATIONS.labels(model, method).observe(iterations)
         self.ok(job, response)
         fraction = self.settings.verify_fraction
-        return active.work.checks(solved) if fraction > 0 and random.random() < fraction else []
+        return (active.work.checks(solved) if fraction > 0 and random.random() < fraction else []), None
 
     def dropped_checks(self, job: Job, count: int) -> None:
         if count > 0:

@@ -42,8 +42,12 @@ class Scheduler:
         self.max_rows, self.max_memory, self.static = max_rows, max_memory, static
         self.waiting: deque[Waiting] = deque()
 
-    def add(self, waiting: Waiting) -> None:
-        self.waiting.append(waiting)
+    def add(self, waiting: Waiting, first: bool = False) -> None:
+        """Queue a job at the back (arrival order), or ``first`` (a job whose work continues: admitted once)."""
+        if first:
+            self.waiting.appendleft(waiting)
+        else:
+            self.waiting.append(waiting)
 
     def free_rows(self, active_rows: int) -> int:
         """Rows neither solving nor promised to a job that waits for them."""

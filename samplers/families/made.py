@@ -3,7 +3,13 @@
 Unknown d is pixel d (raster order). With fixed uniforms u (one per pixel, drawn before solving),
     x_d = 1[u_d < sigmoid(logit_d(x_{<d}))],
 which is exactly what the ordinary sampler draws at step d. One Jacobi evaluation is one forward pass of the
-masked network (all 784 conditionals at once); the sequential sampler needs 784 passes.
+masked network (all 784 conditionals at once); the reference sequential sampler (``sequential_naive``) needs 784.
+
+``sequential`` is the work-optimal sequential sampler: degree order (``models.made_degrees``), every hidden unit
+computed once, about one forward pass of arithmetic in 784 small steps. It sums in another order, so its sample is
+a candidate that one masked forward certifies (``samplers.certify``); a failing row is finished by Jacobi.
+``jacobi_window`` is Jacobi on the same layout that recomputes only a window past the final prefix, with what the
+prefix contributes accumulated once (``models.made_window``); its candidate is certified the same way.
 
 ``jacobi_split`` (parafeed's splitting iteration): the logit is hidden(x) + direct(x). One evaluation runs the
 expensive hidden path once on the current iterate (lagged, as in Jacobi) and then solves the cheap direct path in
@@ -19,26 +25,32 @@ method reaches bit for bit the sequential sample. Shapes: x (N, D) float32 of 0/
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import torch
 
 from models.made import MADE
+from models.made_degrees import DegreeOrder
+from models.made_window import DEFAULT_WINDOW, WindowedJacobi
 from models.registry import Entry
 from samplers.family import Offer
 from samplers.noise import uniforms
-from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
+from samplers.sampling import SamplerFamily, sampling_offer
 from samplers.system import Plan, StatelessSystem
 
 SPLIT = "jacobi_split"  # needs direct connections
+NAIVE = "sequential_naive"  # the reference sampler: one masked forward per pixel (784 passes)
+WINDOW = "jacobi_window"  # windowed cached Jacobi in degree order (block_size: the window)
+METHODS = ("sequential", NAIVE, "jacobi", "jacobi_gs", "gs_jacobi", WINDOW)  # every MADE
 
 
 class MadeFamily(SamplerFamily):
     name = "made"
-    offers = sampling_offer((*PLAIN, SPLIT), auto_key="made")
+    offers = sampling_offer((*METHODS, SPLIT), auto_key="made")
 
     def offers_for(self, entry: Entry) -> dict[str, Offer]:
-        return self.offers if entry.config.get("direct", True) else sampling_offer(PLAIN, auto_key="made")
+        return self.offers if entry.config.get("direct", True) else sampling_offer(METHODS, auto_key="made")
 
     def describe(self, entry: Entry) -> tuple[list[int], int]:
         return list(entry.config.get("image_shape", [1, 28, 28])), int(entry.config.get("input_size", 784))
@@ -55,12 +67,14 @@ class MadeSystem(StatelessSystem):
 
     def __init__(self, model: MADE, name: str) -> None:
         self.model, self.name = model, name
-        self.methods: tuple[str, ...] = (*PLAIN, SPLIT) if model.direct is not None else PLAIN
+        self.methods: tuple[str, ...] = (*METHODS, SPLIT) if model.direct is not None else METHODS
         self.unknowns = model.config.input_size
         self.image_shape = model.config.image_shape
         self.block_size = self.image_shape[2]
         self.device = next(model.parameters()).device
         self.direct_sweeps = 0  # inner sweeps jacobi_split has run (one sweep: a W x W direct product per row)
+        self.order: DegreeOrder | None = None  # the degree-ordered layout, built on first use
+        self.fast_macs = 0  # multiply-adds per row the fast paths have done (benchmarks read it, as direct_sweeps)
 
     def draw_noise(self, seed: int, indices: list[int] | range) -> torch.Tensor:
         return uniforms(self.name, seed, indices, (self.unknowns,)).to(self.device)
@@ -69,11 +83,41 @@ class MadeSystem(StatelessSystem):
         return torch.zeros(noise.shape[0], self.unknowns, device=noise.device)
 
     def plan(self, method: str) -> Plan:
+        if method == "sequential":  # degree order: the candidate, certified by one masked forward
+            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_sequential)
+        if method == NAIVE:
+            return Plan("sequential", self.evaluate, "evaluate")
+        if method == WINDOW:
+            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_window)
         if method == SPLIT:
             if self.model.direct is None:
                 raise ValueError(f"{self.name} has no direct connections: jacobi_split does not apply")
             return Plan("jacobi", self.evaluate_split, "evaluate_split")
         return super().plan(method)  # one dense masked pass computes every conditional: nothing worth caching
+
+    def degree_order(self) -> DegreeOrder:
+        if self.order is None:
+            self.order = DegreeOrder(self.model)
+        return self.order
+
+    def propose_sequential(
+        self, noise: torch.Tensor, block_size: int | None = None
+    ) -> Generator[None, None, tuple[torch.Tensor, list[int]]]:
+        """The degree-ordered sequential sample of ``noise`` (N, D): D steps, each hidden unit computed once."""
+        order = self.degree_order()
+        x, _ = yield from order.sample(noise)
+        self.fast_macs += order.macs()
+        return x, [self.unknowns] * noise.shape[0]
+
+    def propose_window(
+        self, noise: torch.Tensor, block_size: int | None = None
+    ) -> Generator[None, None, tuple[torch.Tensor, list[int]]]:
+        """Windowed cached Jacobi (``models.made_window``): a window of ``block_size`` positions past the final
+        prefix per iteration; depth = its iterations."""
+        solver = WindowedJacobi(self.degree_order(), block_size or DEFAULT_WINDOW)
+        x, iterations, steps = yield from solver.solve(noise)
+        self.fast_macs += solver.macs(steps)  # the window is shared by the batch: every row did every window
+        return x, iterations
 
     def evaluate(self, x: torch.Tensor, noise: torch.Tensor, cache: Any = None, slots: torch.Tensor | None = None,
                  span: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip

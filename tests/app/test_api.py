@@ -136,7 +136,7 @@ def test_malformed_json_unknown_model_and_huge_bodies(client: TestClient) -> Non
 
 
 def test_deadline_passed_is_504_and_bad_timeouts_are_422(client: TestClient) -> None:
-    slow = {"model": "made-slow", "num_samples": 16, "method": "sequential", "seed": 1}
+    slow = {"model": "made-slow", "num_samples": 16, "method": "sequential_naive", "seed": 1}
     r = client.post("/sample", json=slow, headers={"X-Request-Timeout": "0.05"})
     assert r.status_code == 504
     assert "deadline" in r.json()["detail"]
@@ -171,7 +171,7 @@ def test_the_request_headers_are_documented(client: TestClient) -> None:
 
 def test_full_queue_is_503_with_retry_after(server_registry: Path) -> None:
     with client_for(server_registry, max_queue=1) as c:
-        slow = {"model": "made-slow", "num_samples": 16, "method": "sequential", "seed": 2}
+        slow = {"model": "made-slow", "num_samples": 16, "method": "sequential_naive", "seed": 2}
         first: dict[str, int] = {}
         thread = threading.Thread(target=lambda: first.update(code=c.post("/sample", json=slow).status_code))
         thread.start()

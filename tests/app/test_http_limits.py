@@ -81,8 +81,11 @@ def test_the_deadline_covers_the_body_upload(server_registry: object) -> None:
 
 def test_a_large_body_is_parsed_off_the_event_loop(server: str) -> None:
     """A body near the limit (4 MiB) of too many numbers: refused without validating them. /healthz waits only for
-    the JSON parse, which holds the interpreter (~0.1 s); it waited 265-831 ms for a 7.8 MB body before."""
+    the JSON parse, which holds the interpreter (0.1-0.2 s, by machine); it waited 265-831 ms for a 7.8 MB body
+    before. The bound is relative to this machine's own parse of the same body."""
+    import json
     import threading
+    import time
 
     body = b'{"model": "rnn-tiny", "inputs": [' + b",".join([b"[" + b",".join([b"0.5"] * 25) + b"]"] * 38_000) + b"]}"
     assert 3.5 * 2**20 < len(body) < 4 * 2**20
@@ -93,4 +96,7 @@ def test_a_large_body_is_parsed_off_the_event_loop(server: str) -> None:
     while uploading.is_alive():
         worst = max(worst, httpx.get(f"{server}/healthz", timeout=10).elapsed.total_seconds())
     uploading.join()
-    assert worst < 0.25, worst
+    start = time.perf_counter()
+    json.loads(body)
+    parse = time.perf_counter() - start
+    assert worst < 2 * parse + 0.1, (worst, parse)

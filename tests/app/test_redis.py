@@ -18,7 +18,7 @@ from tests.fixtures.servers import RedisServer, start_server, start_worker, stop
 
 pytestmark = pytest.mark.integration
 
-SLOW = {"model": "made-slow", "num_samples": 8, "method": "sequential", "seed": 11}
+SLOW = {"model": "made-slow", "num_samples": 8, "method": "sequential_naive", "seed": 11}
 FAST = {"model": "made-tiny", "num_samples": 3, "method": "jacobi", "seed": 5}
 
 

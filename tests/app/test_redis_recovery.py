@@ -29,7 +29,9 @@ def test_a_killed_worker_holding_32_jobs_has_them_all_answered_within_15_s(
     server, base = start_server(server_registry, redis_server.url)
     doomed = start_worker(redis_server.url, server_registry, "doomed", max_batch_rows="64", max_samples="64")
     survivor = None
-    bodies = [{"model": "made-slow", "num_samples": 1, "method": "sequential", "seed": seed} for seed in range(JOBS)]
+    bodies = [
+        {"model": "made-slow", "num_samples": 1, "method": "sequential_naive", "seed": seed} for seed in range(JOBS)
+    ]
     answers: dict[int, httpx.Response] = {}
     try:
         wait_ready(base)
@@ -95,7 +97,7 @@ def test_a_caller_that_hangs_up_stops_its_job_on_a_redis_worker(
     port = free_port()
     server, base = start_server(server_registry, redis_server.url)
     worker = start_worker(redis_server.url, server_registry, "w1", args=["--metrics-port", str(port)])
-    slow = {"model": "made-slow", "num_samples": 16, "method": "sequential", "seed": 3}  # seconds of work
+    slow = {"model": "made-slow", "num_samples": 16, "method": "sequential_naive", "seed": 3}  # seconds of work
 
     def gone() -> float:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

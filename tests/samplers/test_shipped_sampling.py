@@ -15,12 +15,12 @@ def engine() -> Engine:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_made_every_method_equals_sequential(engine: Engine, seed: int) -> None:
-    reference = sample(engine, "made-fmnist", 8, "sequential", seed)
-    for method in ("jacobi", "jacobi_split", "jacobi_gs", "gs_jacobi"):
+    reference = sample(engine, "made-fmnist", 8, "sequential_naive", seed)
+    for method in ("sequential", "jacobi", "jacobi_split", "jacobi_gs", "gs_jacobi"):
         body = sample(engine, "made-fmnist", 8, method, seed)
         assert body.samples == reference.samples, method
         assert body.converged is True
-        assert max(body.iterations) <= 784
+        assert max(body.iterations) <= 785
 
 
 def test_made_sample_i_does_not_depend_on_the_batch(engine: Engine) -> None:
