@@ -37,7 +37,6 @@ class WindowedJacobi:
         self.order, self.window = order, window
         self.layers = len(order.hidden)
         self.weights = [order.sorted_first, *order.between]  # layer l: (H_l, width of its input), sorted units
-        self.iterations = 0  # evaluations of the window so far (all solves)
 
     def macs(self, steps: list[tuple[int, int]]) -> int:
         """Multiply-adds per row of a solve whose iterations had windows [g, e) = ``steps`` (accumulators: about
@@ -82,7 +81,6 @@ class WindowedJacobi:
             differs = new != x[g:e]  # (W, B)
             x[g:e] = new
             steps.append((g, e))
-            self.iterations += 1
             # per row: inputs before its first disagreement were right, so the units they reach are final, and
             # the first disagreeing position is final once written (its own inputs were right)
             first = torch.where(differs.any(0), torch.argmax(differs.to(torch.uint8), dim=0), e - g)

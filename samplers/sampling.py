@@ -71,12 +71,17 @@ def check_sample(request: SampleRequest, info: ModelInfo, limits: Limits) -> Non
         raise InputError("block_size", f"at most {info.sequential_steps} (the number of unknowns)")
 
 
+def plan_for(system: SamplingSystem, method: str) -> Plan:
+    """How ``system`` runs a sampler method (InputError naming the field if it does not offer it)."""
+    if method not in system.methods:
+        raise InputError("method", f"{system.name} offers {', '.join(system.methods)}, auto; got {method!r}")
+    return system.plan(method)
+
+
 def rows_for(system: SamplingSystem, method: str, noise: torch.Tensor, block_size: int | None = None,
              max_iterations: int | None = None) -> RowSet:  # fmt: skip
     """The rows that sample ``noise`` (N, ...) by a sampler method."""
-    if method not in system.methods:
-        raise InputError("method", f"{system.name} offers {', '.join(system.methods)}, auto; got {method!r}")
-    plan = system.plan(method)
+    plan = plan_for(system, method)
     schedule = Schedule(plan.solver_method, block_size or system.block_size, max_iterations=max_iterations)
     return RowSet((system.name, plan.variant), system, plan, noise, schedule)
 
@@ -88,8 +93,8 @@ def start_sample(
     certificate rows that make it exact), then, with verify, the answer certified (``samplers.certify``)."""
     assert request.seed is not None  # fixed when the request was validated
     noise = system.draw_noise(request.seed, range(request.num_samples))
-    plan = system.plan(method) if method in system.methods else None
-    if plan is not None and plan.propose is not None:
+    plan = plan_for(system, method)
+    if plan.propose is not None:
         return SliceWork(propose_pieces(system, request, method, noise, plan, block_size or request.block_size))
     rows = rows_for(system, method, noise, block_size or request.block_size, request.max_iterations)
     exactness = SEQUENTIAL if rows.plan.solver_method == "sequential" else FIXED_POINT

@@ -187,13 +187,15 @@ def solve_system(
     if method not in system.methods:
         raise ValueError(f"method must be one of {', '.join(system.methods)} for {system.name}; got {method!r}")
     plan = system.plan(method)
-    schedule = Schedule(plan.solver_method, block_size or system.block_size, max_iterations=max_iterations)
-    if plan.propose is not None:  # a fast path: its candidate, then Jacobi on the reference map from it
-        x0, depth = drain(plan.propose(noise, block_size))
-        result = solve_rows(RowSet((system.name, plan.variant), system, plan, noise, schedule, x0), callback)
+    if plan.propose is not None:  # a fast path: its candidate, then the certificate rows that make it exact
+        from samplers.certify import certificate_rows  # certify builds on this module's RowSet
+
+        candidate, depth = drain(plan.propose(noise, block_size))
+        result = solve_rows(certificate_rows(system, noise, candidate), callback)
         certificate = result.iterations.clone()
         result.iterations.add_(torch.tensor(depth, dtype=result.iterations.dtype, device=result.iterations.device))
         return SystemSolve(result, system.decode(result.x), certificate)
+    schedule = Schedule(plan.solver_method, block_size or system.block_size, max_iterations=max_iterations)
     result = solve_rows(RowSet((system.name, plan.variant), system, plan, noise, schedule, x0), callback)
     return SystemSolve(result, system.decode(result.x))
 
