@@ -5,8 +5,10 @@ sampler gives the reference sampler's samples bit for bit (or certified: the res
 and RNN inference by every method equals the sequential forward, and that gradients by every method match BPTT;
 then it times each sampler's methods at batch 1, 16 and 100 against the strongest sequential sampler (the model's
 ``sequential``), and gradients and inference against their sequential method, in the same run. It writes
-``gpu-check-<device>.json`` and a PNG of the ratios. ``--dry`` runs the same code on the CPU at small sizes (CI
-runs it on tiny models, so the check cannot rot before a GPU is lent).
+``gpu-check-<device>.json`` and a PNG of the ratios. Its orthogonal section times the round-robin Givens layer
+against PyTorch's orthogonal parametrizations, forward + backward, at n = 256 and 1024 (``benchmarks.orthogonal``).
+``--dry`` runs the same code on the CPU at small sizes (CI runs it on tiny models, so the check cannot rot before a
+GPU is lent).
 
     python -m benchmarks.gpu_check [--device cuda] [--out benchmarks/results]     # under 8 minutes on one H100
     python -m benchmarks.gpu_check --dry --registry DIR --out /tmp/check           # CPU, seconds
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import RESULTS, environment, write_json
+from benchmarks.orthogonal import on_device
 from samplers.engine import Engine
 from samplers.requests import REQUESTS
 
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = Engine(device, args.registry)
     exact = exactness(engine, cfg)  # engine.run manages grad modes itself (gradients need autograd)
     payload = {"benchmark": "gpu-check", "dry": args.dry, "config": asdict(cfg), "environment": environment(device),
-               "exactness": exact, "ratios": ratios(engine, cfg)}  # fmt: skip
+               "exactness": exact, "ratios": ratios(engine, cfg),
+               "orthogonal": on_device(device, (16,) if args.dry else (256, 1024), cfg.repeats)}  # fmt: skip
     name = f"gpu-check-{engine.device.type}" + ("-dry" if args.dry else "")
     path = write_json(name, payload, args.out)
     picture = plot(payload, args.out / f"{name}.png")

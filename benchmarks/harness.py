@@ -29,6 +29,14 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=RESULTS.parent
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=RESULTS.parent,
+        ).stdout.strip()
+        commit += "+uncommitted changes" if commit and dirty else ""
     except OSError:
         commit = ""
     info: dict[str, Any] = {

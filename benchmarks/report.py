@@ -71,8 +71,6 @@ def sampling_table(results: Path) -> str | None:
         return None
     rows: Rows = []
     for r in payload["results"]:
-        if r["model"] == "pixelcnnpp-fmnist" and r["batch"] != 16:
-            continue
         if r["model"] == "made-fmnist" and r["batch"] != 100 and ("x0 =" in r["run"] or "synchronous" in r["run"]):
             continue  # the first-guess and batching variants: shown at batch 100
         equal = "n/a" if r["equal_fraction"] is None else f"{r['equal_fraction']:.0%}"
@@ -87,7 +85,12 @@ def sampling_table(results: Path) -> str | None:
     header = ["model", "batch", "run", "iterations (depth) per sample mean / median / max", "batch done after",
               "wall s", "vs naive sequential", "vs strongest sequential", "work: forward passes / sample",
               "bitwise = sequential"]  # fmt: skip
-    return markdown(header, rows) + measured_on(payload)
+    other = payload.get("other_models_from")
+    measured = f"{', '.join(payload.get('models_measured') or [])} " if other else ""
+    text = markdown(header, rows) + measured_on(payload).replace("<sub>Measured", f"<sub>{measured}measured")
+    if other:  # rows of models not measured in this run came from an earlier run's file
+        text += measured_on({"environment": other}).replace("<sub>Measured", "<sub>the other models: measured")
+    return text
 
 
 def batch_table(results: Path) -> str | None:

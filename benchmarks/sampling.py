@@ -8,9 +8,11 @@ sequential sample with the same noise. Every run goes through ``solvers.solve``:
 Baselines: MADE "sequential_naive" (784 full passes: the reference), "sequential, cropped outputs" (layers 1-2
 full, only logit t at step t) and "sequential" (degree order, each hidden unit once, certified by one forward:
 the strongest, ``models.made_degrees``). PixelCNN++ "sequential, plain forward" (the textbook sampler, one
-whole-image pass per pixel), "sequential, banded" (no cache) and "sequential" (banded with caches: the strongest
-we have so far, and the reference). Every row also gives the arithmetic per sample (multiply-adds, and in
-forward-pass equivalents) beside the depth (evaluations), so work and depth can be read apart.
+whole-image pass per pixel), "sequential_naive, banded (no cache)", "sequential_naive (band-cached)" (the
+reference: a band of rows per pixel) and "sequential" (incremental, each layer position once, certified by one
+evaluation of the reference map: the strongest, ``models.pixelcnnpp_incremental``). Every row also gives the
+arithmetic per sample (multiply-adds, and in forward-pass equivalents) beside the depth (evaluations), so work
+and depth can be read apart.
 
     python -m benchmarks.sampling [--quick] [--out benchmarks/results] [--device cpu]
 """
@@ -30,9 +32,11 @@ from tqdm import tqdm
 from benchmarks.baselines import CroppedMade, PlainPixelCNNpp, UncachedPixelCNNpp
 from benchmarks.harness import RESULTS, environment, write_json
 from models import data as datasets
+from models.pixelcnnpp_bands import BAND
 from samplers.auto import Choice
 from samplers.auto import record as record_auto
 from samplers.engine import Engine
+from samplers.sampling import NAIVE
 from samplers.system import SamplingSystem
 from samplers.work import SystemSolve, solve_system
 from solvers import FixedPointBatch, solve
@@ -90,8 +94,11 @@ def pixel_runs(engine: Engine, batch: int, cfg: SamplingConfig) -> list[Run]:
     plain = PlainPixelCNNpp(model, "pixelcnnpp-fmnist")
     steps = cfg.plain_steps_batch100 if batch >= 100 else cfg.plain_steps
     runs = [
-        Run("sequential, plain forward", "sequential", plain, baseline=True, max_iterations=min(steps, plain.unknowns)),
-        Run("sequential (cached)", "sequential", cached, baseline=True),
+        Run("sequential, plain forward", NAIVE, plain, baseline=True, max_iterations=min(steps, plain.unknowns)),
+        Run(BAND_CACHED, NAIVE, cached, baseline=True),
+        Run("sequential (incremental, certified)", "sequential", cached, baseline=True),
+        Run("jacobi_window (4-row window)", "jacobi_window", cached, block_size=4 * 28),
+        Run("jacobi_window (8-row window)", "jacobi_window", cached, block_size=8 * 28),
         Run("jacobi (cached)", "jacobi", cached),
         Run("gs_jacobi (2-row window)", "gs_jacobi", cached, block_size=2 * 28),
         Run("gs_jacobi (4-row window)", "gs_jacobi", cached, block_size=4 * 28),
@@ -99,9 +106,12 @@ def pixel_runs(engine: Engine, batch: int, cfg: SamplingConfig) -> list[Run]:
         Run("jacobi_gs (row blocks)", "jacobi_gs", cached, block_size=28),
     ]
     if batch == 16:  # what the caches save, measured once
-        runs.insert(2, Run("sequential, banded (no cache)", "sequential", banded, baseline=True))
+        runs.insert(2, Run("sequential_naive, banded (no cache)", NAIVE, banded, baseline=True))
         runs.append(Run("jacobi, banded (no cache)", "jacobi", banded))
     return runs
+
+
+BAND_CACHED = "sequential_naive (band-cached)"
 
 
 def initial_guess(run: Run, system: SamplingSystem, noise: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
@@ -130,8 +140,11 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
             return SystemSolve(result, run.system.decode(result.x))
         return solve_system(run.system, noise, run.method, run.block_size, run.max_iterations, x0.clone(), callback)
 
+    if run.method in ("sequential", "jacobi_window"):  # fast paths build their layout and pooled buffers once
+        once()
     sweeps_before = getattr(run.system, "direct_sweeps", 0)
     macs_before = getattr(run.system, "fast_macs", 0)
+    bands_before = getattr(run.system, "bands_done", 0)
     times, solved = [], None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -142,13 +155,14 @@ def measure(run: Run, noise: torch.Tensor, x0: torch.Tensor, repeats: int, track
     assert solved is not None
     sweeps = (getattr(run.system, "direct_sweeps", 0) - sweeps_before) / repeats
     fast_macs = (getattr(run.system, "fast_macs", 0) - macs_before) / repeats
+    bands = (getattr(run.system, "bands_done", 0) - bands_before) / repeats
     if track:  # statistics from an extra, untimed solve
         once(callback)
         done = int(solved.result.iterations[0])  # the sample's own last evaluation: later frames repeat it
         snapshots = {k: v for k, v in snapshots.items() if k < done}
         snapshots[done] = run.system.decode(solved.result.x[:1])[0].flatten().tolist()
     return {"seconds": sorted(times)[len(times) // 2], "solved": solved, "fraction_final": fraction_final,
-            "snapshots": snapshots, "direct_sweeps": sweeps, "fast_macs": fast_macs}  # fmt: skip
+            "snapshots": snapshots, "direct_sweeps": sweeps, "fast_macs": fast_macs, "bands": bands}  # fmt: skip
 
 
 def full_seconds(out: dict[str, Any], steps: int) -> tuple[float, bool]:
@@ -165,7 +179,7 @@ TRACKED = {
     "sequential_naive",
     "jacobi",
     "jacobi_split",
-    "sequential (cached)",
+    BAND_CACHED,
     "jacobi (cached)",
     "gs_jacobi (4-row window)",
 }
@@ -190,7 +204,7 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
                 track = batch == 16 and run.label in TRACKED
                 out = measure(run, noise, x0, repeats, track)
                 solved = out["solved"]
-                if run.label in ("sequential_naive", "sequential (cached)"):
+                if run.label in ("sequential_naive", BAND_CACHED):
                     reference = solved.samples
                 results.append((run, out))
                 progress.update()
@@ -225,7 +239,11 @@ def benchmark_model(engine: Engine, name: str, cfg: SamplingConfig, progress: tq
 
 
 def forward_macs(system: SamplingSystem) -> int:
-    """Multiply-adds of one reference evaluation of one row (MADE: the dense masked forward with direct weights)."""
+    """Multiply-adds of one reference evaluation of one row (MADE: the dense masked forward with direct weights;
+    PixelCNN++: every layer position once)."""
+    layout = getattr(system, "layout", None)
+    if layout is not None:
+        return int(layout().macs())
     model = getattr(system, "model", None)
     if model is None or not hasattr(model, "layers"):
         return 0
@@ -234,12 +252,18 @@ def forward_macs(system: SamplingSystem) -> int:
 
 
 def work_per_sample(run: Run, out: dict[str, Any], iterations: torch.Tensor, steps: int) -> int | None:
-    """Multiply-adds per sample (MADE; None where not counted): evaluations x one forward, or what a fast path
-    counted (``fast_macs``) plus its certificate evaluations. Cropped: hidden layers in full, one output row."""
+    """Multiply-adds per sample (None where not counted): what a fast path counted (``fast_macs``) plus its
+    reference evaluations; PixelCNN++'s banded map counts the bands it computed (a band is 1/7 of a forward,
+    its context rows not counted); otherwise evaluations x one forward. Cropped MADE: hidden layers in full, one
+    output row per step."""
     forward = forward_macs(run.system)
     if not forward:
         return None
     solved = out["solved"]
+    rows = solved.result.x.shape[0]
+    if out["bands"]:  # PixelCNN++ banded evaluations, counted where they ran
+        bands = run.system.size // BAND  # type: ignore[attr-defined]
+        return int(out["fast_macs"] + forward * out["bands"] / rows / bands)
     if solved.certificate is not None:  # a fast path: what it counted per row, then its certificate evaluations
         return int(out["fast_macs"] + forward * float(solved.certificate.double().mean()))
     if "cropped" in run.label:

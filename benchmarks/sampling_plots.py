@@ -54,7 +54,7 @@ def _final_fraction(ax: Any, rows: list[dict[str, Any]]) -> None:
 def _convergence(rows: list[dict[str, Any]], path: Path) -> Path | None:
     strips = []
     for model, runs in (("made-fmnist", ("sequential_naive", "jacobi_split")),
-                        ("pixelcnnpp-fmnist", ("sequential (cached)", "jacobi (cached)"))):  # fmt: skip
+                        ("pixelcnnpp-fmnist", ("sequential_naive (band-cached)", "jacobi (cached)"))):  # fmt: skip
         for run in runs:
             r = next((r for r in rows if r["model"] == model and r["run"] == run and r["batch"] == 16), None)
             if r is not None and r["snapshots"]:

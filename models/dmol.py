@@ -87,14 +87,26 @@ def dmol_sample(params: torch.Tensor, u_mix: torch.Tensor, u_value: torch.Tensor
     A pure function of (params, uniforms): equal inputs give equal levels, bit for bit. Sub-pixels are drawn in
     order R, G, B with each later mean shifted by the *rounded* earlier values.
     """
-    channels = u_value.shape[1]
+    return dmol_sample_terms(params, *noise_terms(u_mix, u_value), nr_mix)
+
+
+def noise_terms(u_mix: torch.Tensor, u_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What sampling does with its uniforms before it sees a parameter: log(-log u_mix) (the Gumbel-max term,
+    subtracted) and logit(u_value) (the logistic's inverse CDF)."""
+    return torch.log(-torch.log(u_mix)), torch.log(u_value) - torch.log1p(-u_value)
+
+
+def dmol_sample_terms(params: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor, nr_mix: int
+                      ) -> torch.Tensor:  # fmt: skip
+    """``dmol_sample`` from its uniforms' ``noise_terms`` (B, M, H, W) and (B, C, H, W)."""
+    channels = logistic.shape[1]
     logits, means, log_scales, coeffs = split_params(params, channels, nr_mix)
-    choice = torch.argmax(logits - torch.log(-torch.log(u_mix)), dim=1, keepdim=True)  # (B, 1, H, W)
+    choice = torch.argmax(logits - gumbel, dim=1, keepdim=True)  # (B, 1, H, W)
     pick = choice[:, None].expand(-1, channels, -1, -1, -1)  # (B, C, 1, H, W)
     mean = torch.gather(means, 2, pick)[:, :, 0]
     log_scale = torch.gather(log_scales, 2, pick)[:, :, 0]
     coeff = torch.gather(coeffs, 2, choice[:, None].expand(-1, coeffs.shape[1], -1, -1, -1))[:, :, 0]
-    raw = mean + torch.exp(log_scale) * (torch.log(u_value) - torch.log1p(-u_value))
+    raw = mean + torch.exp(log_scale) * logistic
     levels = []
     values: list[torch.Tensor] = []
     for c in range(channels):

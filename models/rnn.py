@@ -1,10 +1,15 @@
-"""Recurrent next-pixel regressors: the vanilla softplus RNN of Song et al. and a GRU for long sequences.
+"""Recurrent next-pixel regressors: the vanilla softplus RNN of Song et al., a GRU, and an orthogonal RNN.
 
 An image is read as a sequence of pixels in raster order (x_0..x_{T-1}, values in [0, 1]); the state after
 pixels < t predicts pixel t:
     o_t = W_o h_t + b_o,   loss = (1/T) sum_t (o_t - x_t)^2,   h_0 = 0,
     softplus: h_{t+1} = softplus(W_h h_t + W_x x_t + b)                 (Song et al., ICML 2021, sec. 4.3)
     gru:      h_{t+1} = GRU(x_t, h_t), PyTorch's gate layout [r, z, n]  (Cho et al. 2014, arXiv 1406.1078)
+    orthogonal: h_{t+1} = tanh(U h_t + W_x x_t + b), U special orthogonal, parametrized by n(n-1)/2 Givens angles
+              in round-robin rounds (``models.givens``, Hamze 2021, arXiv 2106.00003)
+
+The softplus and orthogonal cells share one form, act(W h + w_x x + b); U is built once per forward pass (or per
+backward segment) from its angles, and cached while the angles are unchanged outside autograd.
 
 Backpropagation through this recurrence is a linear block-bidiagonal system in g_t = dL/dh_t (Naumov 2017,
 arXiv 1712.06577); ``step_jacobian`` exposes the per-step Jacobians dh_{t+1}/dh_t the gradient solvers need.
@@ -14,18 +19,23 @@ Shapes: x (B, T) pixels; hidden states (B, T+1, H) with h_0 = 0; predictions (B,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.givens import Givens, angle_gradient
 from models.invariance import pad_rows
+
+ELEMENTWISE = ("softplus", "orthogonal")  # cells of the form act(W h + w_x x + b)
 
 
 @dataclass(frozen=True)
 class RNNConfig:
-    cell: str = "softplus"  # "softplus" (vanilla RNN of Song et al.) or "gru"
+    cell: str = "softplus"  # "softplus" (vanilla RNN of Song et al.), "gru" or "orthogonal"
     hidden_size: int = 128  # Song et al.: 128
     image_size: int = 10  # sequences are images resized to image_size x image_size: T = image_size ** 2
 
@@ -46,9 +56,42 @@ class RecurrentRegressor(nn.Module):
             self.b = nn.Parameter(torch.zeros(h))
         elif cfg.cell == "gru":
             self.gru = nn.GRU(1, h, batch_first=True)
+        elif cfg.cell == "orthogonal":
+            self.w_x = nn.Parameter(torch.randn(h, 1) * 0.5)
+            self.recurrent = Givens(h, init_scale=0.1)
+            self.b = nn.Parameter(torch.zeros(h))
         else:
-            raise ValueError(f"cell must be 'softplus' or 'gru'; got {cfg.cell!r}")
+            raise ValueError(f"cell must be 'softplus', 'gru' or 'orthogonal'; got {cfg.cell!r}")
         self.readout = nn.Linear(h, 1)
+        self._held: torch.Tensor | None = None  # U held for a forward pass or a backward segment (``holding``)
+        self._cached: tuple[tuple[int, torch.dtype, torch.device], torch.Tensor] | None = None
+
+    def recurrent_weight(self) -> torch.Tensor:
+        """W_h (H, H): the softplus cell's parameter, or the orthogonal cell's U (held, cached, or built)."""
+        if self.config.cell != "orthogonal":
+            return self.w_h
+        if self._held is not None:
+            return self._held
+        angles = self.recurrent.angles
+        if torch.is_grad_enabled() and angles.requires_grad:
+            return self.recurrent.matrix()  # a fresh graph: callers hold it for a whole pass (``holding``)
+        key = (angles._version, angles.dtype, angles.device)
+        if self._cached is None or self._cached[0] != key:
+            with torch.no_grad():
+                self._cached = (key, self.recurrent.matrix())
+        return self._cached[1]
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Build U once for every step inside (one graph through the angles when autograd is on)."""
+        if self.config.cell != "orthogonal" or self._held is not None:
+            yield
+            return
+        self._held = self.recurrent_weight()
+        try:
+            yield
+        finally:
+            self._held = None
 
     def gru_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(W_ih (3H, 1), W_hh (3H, H), b_ih (3H,), b_hh (3H,)), gates stacked [r, z, n] as in nn.GRU."""
@@ -69,14 +112,21 @@ class RecurrentRegressor(nn.Module):
         x_t, h = pad_rows(x_t), pad_rows(h)
         if self.config.cell == "softplus":
             out = F.softplus(self.softplus_pre(x_t, h))
+        elif self.config.cell == "orthogonal":
+            out = torch.tanh(self.softplus_pre(x_t, h))
         else:
             _, z, n, _ = self.gru_gates(x_t, h)
             out = (1 - z) * n + z * h
         return out[:rows]
 
     def softplus_pre(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The softplus cell's pre-activation a_t = W_h h_t + w_x x_t + b: x (..., ), h (..., H) -> (..., H)."""
-        return F.linear(h, self.w_h) + x[..., None] * self.w_x[:, 0] + self.b
+        """The pre-activation a_t = W_h h_t + w_x x_t + b of the softplus and orthogonal cells: x (..., ),
+        h (..., H) -> (..., H)."""
+        return F.linear(h, self.recurrent_weight()) + x[..., None] * self.w_x[:, 0] + self.b
+
+    def slope(self, pre: torch.Tensor) -> torch.Tensor:
+        """act'(a) of the elementwise cells: sigmoid (softplus) or 1 - tanh^2 (orthogonal)."""
+        return torch.sigmoid(pre) if self.config.cell == "softplus" else 1 - torch.tanh(pre) ** 2
 
     def gru_gates(
         self, x: torch.Tensor, h: torch.Tensor
@@ -95,9 +145,18 @@ class RecurrentRegressor(nn.Module):
         if self.config.cell == "gru" and self.training:
             out, _ = self.gru(x[:, :, None], h0[None])  # the fused loop: same math, faster to train
             return torch.cat([h0[:, None], out], dim=1)
+        if self.config.cell in ELEMENTWISE and self.training:  # the same math in fewer ops: faster to train
+            with self.holding():
+                weight_t, drive = self.recurrent_weight().t(), x[..., None] * self.w_x[:, 0] + self.b  # (B, T, H)
+                act = F.softplus if self.config.cell == "softplus" else torch.tanh
+                states = [h0]
+                for drive_t in drive.unbind(dim=1):  # unbind: its backward stacks, where slicing would add T zeros
+                    states.append(act(torch.addmm(drive_t, states[-1], weight_t)))
+            return torch.stack(states, dim=1)
         states = [h0]
-        for t in range(x.shape[1]):
-            states.append(self.cell(x[:, t], states[-1]))
+        with self.holding():
+            for t in range(x.shape[1]):
+                states.append(self.cell(x[:, t], states[-1]))
         return torch.stack(states, dim=1)
 
     def predict(self, states: torch.Tensor) -> torch.Tensor:
@@ -118,8 +177,8 @@ class RecurrentRegressor(nn.Module):
         W_hn h + b_hn. These depend only on the forward pass, so a solver iterating the backward system reuses
         them: every iteration is then elementwise work and one matmul by the recurrent weight.
         """
-        if self.config.cell == "softplus":
-            return {"x": x, "h": h, "slope": torch.sigmoid(self.softplus_pre(x, h))}
+        if self.config.cell in ELEMENTWISE:
+            return {"x": x, "h": h, "slope": self.slope(self.softplus_pre(x, h))}
         r, z, n, hn = self.gru_gates(x, h)
         return {"x": x, "h": h, "r": r, "z": z, "n": n, "hn": hn}
 
@@ -142,10 +201,16 @@ class RecurrentRegressor(nn.Module):
             return a.reshape(-1, a.shape[-1]).sum(dim=0)
 
         x, h = local["x"], local["h"]
-        if self.config.cell == "softplus":
+        if self.config.cell in ELEMENTWISE:
             e = local["slope"] * g_next  # dL/da_t
-            grads = {"w_h": outer(e, h), "w_x": outer(e, x[..., None]), "b": total(e)} if params else {}
-            return e @ self.w_h, grads, e @ self.w_x[:, 0]
+            weight = self.recurrent_weight()
+            grads = {"w_x": outer(e, x[..., None]), "b": total(e)} if params else {}
+            if params and self.config.cell == "softplus":
+                grads["w_h"] = outer(e, h)
+            elif params:  # dL/dU, then through U(angles) by the round-robin backward
+                angles = self.recurrent.angles.detach()
+                grads["recurrent.angles"] = angle_gradient(angles, weight, outer(e, h), self.recurrent.schedule)
+            return e @ weight, grads, e @ self.w_x[:, 0]
         w_ih, w_hh, _, _ = self.gru_weights()
         r, z, n, hn = local["r"], local["z"], local["n"], local["hn"]
         d_npre = g_next * (1 - z) * (1 - n * n)
@@ -167,8 +232,8 @@ class RecurrentRegressor(nn.Module):
 
     def step_jacobian(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """dh'/dh of one step for every row: x_t (..., ), h (..., H) -> (..., H, H), computed in closed form."""
-        if self.config.cell == "softplus":
-            return torch.sigmoid(self.softplus_pre(x_t, h))[..., :, None] * self.w_h
+        if self.config.cell in ELEMENTWISE:
+            return self.slope(self.softplus_pre(x_t, h))[..., :, None] * self.recurrent_weight()
         _, w_hh, _, _ = self.gru_weights()
         r, z, n, hn = self.gru_gates(x_t, h)
         u_r, u_z, u_n = w_hh.chunk(3, dim=0)

@@ -199,8 +199,21 @@ class GRUTask(RNNTask):
     )  # fmt: skip
 
 
+class OrthogonalRNNTask(RNNTask):
+    kind = "orthogonal"
+    description = (
+        "Orthogonal RNN (hidden 128, tanh, recurrent weight from 8128 Givens angles in round-robin rounds),"
+        " next-pixel regression on 28x28 Fashion-MNIST (T=784)"
+    )
+    defaults = TrainDefaults(
+        epochs=2, batch_size=64, lr=3e-3, lr_decay=0.5, grad_clip=1.0, patience=None,
+        model={"cell": "orthogonal", "hidden_size": 128, "image_size": 28},
+    )  # fmt: skip
+
+
 TASKS: dict[str, Task] = {
-    task.kind: task for task in (MadeTask(), PixelCNNppTask(), DenseNetTask(), RNNTask(), GRUTask())
+    task.kind: task
+    for task in (MadeTask(), PixelCNNppTask(), DenseNetTask(), RNNTask(), GRUTask(), OrthogonalRNNTask())
 }
 
 

@@ -85,9 +85,10 @@ def autograd_pieces(
             xs = x[:, t0:t1].clone().requires_grad_(wrt == "inputs")
             wanted = xs if targets is None else targets[:, t0:t1]
             h, loss = h0, h0.new_zeros(())
-            for t in range(t1 - t0):  # o_t from h_t, then h_{t+1} = cell(x_t, h_t)
-                loss = loss + ((model.readout(h)[..., 0] - wanted[:, t]) ** 2).sum()
-                h = model.cell(xs[:, t], h)
+            with model.holding():  # a recurrent weight built from parameters is built once per segment
+                for t in range(t1 - t0):  # o_t from h_t, then h_{t+1} = cell(x_t, h_t)
+                    loss = loss + ((model.readout(h)[..., 0] - wanted[:, t]) ** 2).sum()
+                    h = model.cell(xs[:, t], h)
             loss = loss / (batch * length)
             leaves = [h0, xs] if wrt == "inputs" else [h0, *params.values()]
             found = torch.autograd.grad([loss, h], leaves, [torch.ones_like(loss), g_next], allow_unused=True)

@@ -34,6 +34,9 @@ SAMPLING_FALLBACK = "jacobi"  # auto without a measurement: exact, and never slo
 
 
 PLAIN = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")  # what every sampling system offers
+NAIVE = "sequential_naive"  # a family whose "sequential" is a fast path keeps its reference sampler under this name
+WINDOW = "jacobi_window"  # windowed cached Jacobi on a fast path's layout (block_size: the window)
+FAST = (*PLAIN, NAIVE, WINDOW)  # a family with a work-optimal sequential sampler and a windowed Jacobi
 
 
 def sampling_offer(methods: tuple[str, ...], auto_key: str) -> dict[str, Offer]:

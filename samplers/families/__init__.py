@@ -10,11 +10,12 @@ from __future__ import annotations
 from samplers.families.densenet import DenseNetFamily
 from samplers.families.made import MadeFamily
 from samplers.families.pixelcnnpp import PixelCNNppFamily
-from samplers.families.recurrent import GRUFamily, RNNFamily
+from samplers.families.recurrent import GRUFamily, OrthogonalFamily, RNNFamily
 from samplers.family import Family
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (MadeFamily(), PixelCNNppFamily(), DenseNetFamily(), RNNFamily(), GRUFamily())
+    family.name: family
+    for family in (MadeFamily(), PixelCNNppFamily(), DenseNetFamily(), RNNFamily(), GRUFamily(), OrthogonalFamily())
 }
 BUILT_IN = tuple(FAMILIES)
 

@@ -36,13 +36,11 @@ from models.made_window import DEFAULT_WINDOW, WindowedJacobi
 from models.registry import Entry
 from samplers.family import Offer
 from samplers.noise import uniforms
-from samplers.sampling import PLAIN, SamplerFamily, sampling_offer
+from samplers.sampling import FAST, NAIVE, WINDOW, SamplerFamily, sampling_offer
 from samplers.system import Plan, StatelessSystem
 
 SPLIT = "jacobi_split"  # needs direct connections
-NAIVE = "sequential_naive"  # the reference sampler: one masked forward per pixel (784 passes)
-WINDOW = "jacobi_window"  # windowed cached Jacobi in degree order (block_size: the window)
-METHODS = (*PLAIN, NAIVE, WINDOW)  # every MADE
+METHODS = FAST  # every MADE; sequential_naive is one masked forward per pixel (784 passes)
 
 
 class MadeFamily(SamplerFamily):

@@ -1,4 +1,4 @@
-"""The recurrent families (softplus RNN, GRU): inference and gradients through the solvers.
+"""The recurrent families (softplus RNN, GRU, orthogonal RNN): inference and gradients through the solvers.
 
 Inference (POST /infer) is a lower-triangular system: h_{t+1} = cell(x_t, h_t), the states are the unknowns.
 
@@ -152,3 +152,7 @@ class RNNFamily(RecurrentFamily):
 
 class GRUFamily(RecurrentFamily):
     name = "gru"
+
+
+class OrthogonalFamily(RecurrentFamily):
+    name = "orthogonal"  # the recurrent weight is U(angles) (models.givens): served exactly like the softplus RNN

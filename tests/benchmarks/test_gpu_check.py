@@ -22,3 +22,6 @@ def test_the_gpu_check_runs_dry_and_finds_every_method_exact(tiny_registry: Path
     assert made["sequential"] == "certified"
     assert made["sequential_naive"] == "sequential"
     assert any(r["method"] == "sequential" and r["speedup_vs_sequential"] == 1.0 for r in payload["ratios"])
+    pixel = {r["method"]: r["how"] for r in exact if r["model"] == "pixelcnnpp-tiny"}
+    assert pixel["sequential"] == pixel["jacobi_window"] == "certified"
+    assert {r["method"] for r in payload["orthogonal"]} >= {"givens round-robin", "torch matrix_exp"}

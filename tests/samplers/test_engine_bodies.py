@@ -36,7 +36,7 @@ def test_tolerance_and_truncation_are_not_called_exact(engine: Engine) -> None:
     assert cut.residual > 0
 
 
-@pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
+@pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny", "orthogonal-tiny"])
 @pytest.mark.parametrize("batch", [1, 3, 4, 9])
 @pytest.mark.parametrize("method", ["jacobi", "gs_jacobi"])
 def test_sequence_inference_by_the_solvers_is_bitwise_the_loop(
@@ -78,7 +78,7 @@ def test_windowed_inference_evaluates_only_its_window() -> None:
     assert sum(cells) < jacobi_cells / 2
 
 
-@pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny"])
+@pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny", "orthogonal-tiny"])
 def test_gradient_bodies_agree_with_autograd(engine: Engine, name: str) -> None:
     for method in ("scan", "jacobi"):
         body = engine.call("gradient", model=name, batch=3, seed=2, method=method, verify=True)
