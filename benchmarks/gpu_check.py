@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import RESULTS, environment, write_json
+from benchmarks.harness import RESULTS, environment, save_figure, write_json
 from benchmarks.orthogonal import on_device
 from samplers.engine import Engine
 from samplers.requests import REQUESTS
@@ -105,10 +105,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("speedup vs the model's strongest sequential method (same run)")
     ax.set_title(f"GPU check on {payload['environment'].get('device_name') or payload['environment']['device']}")
     ax.tick_params(axis="y", labelsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

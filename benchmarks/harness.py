@@ -77,3 +77,13 @@ def write_json(name: str, payload: dict[str, Any], out: Path = RESULTS) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """Lay out, write and close a matplotlib figure; the path written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

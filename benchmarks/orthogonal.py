@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 from tqdm import tqdm
 
-from benchmarks.harness import RESULTS, environment, timed, write_json
+from benchmarks.harness import RESULTS, environment, save_figure, timed, write_json
 from models.givens import Givens
 
 
@@ -225,17 +225,22 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
         ax.set_title(title)
     axes[0].legend(fontsize=7)
     fig.suptitle("orthogonal n x n matrices on this CPU (sequential Givens above n=256: extrapolated)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 16, 32 only (what CI runs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--sequences", action="store_true", help="only the shipped sequence models' solvers")
     args = parser.parse_args(argv)
+    if args.sequences:
+        seq = sequences()
+        payload = {"benchmark": "orthogonal-sequences", "environment": environment("cpu"), "results": seq}
+        print(f"wrote {write_json('orthogonal-sequences-cpu', payload, args.out)}")
+        for r in seq:
+            print(r)
+        return payload
     cfg = (
         OrthogonalConfig(sizes=(16, 32), repeats=1, naive_full_max=16, naive_prefix=100)
         if args.quick

@@ -69,14 +69,14 @@ def round_robin(n: int) -> Schedule:
 
 
 def rotate_rows(m: torch.Tensor, i: torch.Tensor, j: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """One round on the rows of ``m`` (n, ...): rows i <- c m_i - s m_j, rows j <- s m_i + c m_j (new tensor)."""
+    """One round on the rows of ``m`` (n, ...), in place (no autograd): rows i <- c m_i - s m_j, rows j <- s m_i +
+    c m_j. Returns ``m``."""
     shape = (-1,) + (1,) * (m.dim() - 1)
     c, s = c.reshape(shape), s.reshape(shape)
     mi, mj = m[i], m[j]
-    out = m.clone()
-    out[i] = c * mi - s * mj
-    out[j] = s * mi + c * mj
-    return out
+    m[i] = c * mi - s * mj
+    m[j] = s * mi + c * mj
+    return m
 
 
 def rotate_coordinates(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, c: torch.Tensor, s: torch.Tensor
@@ -102,6 +102,7 @@ def angle_gradient(angles: torch.Tensor, u: torch.Tensor, grad: torch.Tensor, sc
     offsets = schedule.offsets
     cos, sin = torch.cos(angles), torch.sin(angles)
     out = torch.empty_like(angles)
+    u, grad = u.clone(), grad.clone()  # walked backwards in place
     for k in range(len(schedule.rounds) - 1, -1, -1):
         i, j = (t.to(u.device) for t in schedule.rounds[k])
         lo, hi = offsets[k], offsets[k + 1]
