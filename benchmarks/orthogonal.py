@@ -236,11 +236,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.sequences:
         seq = sequences()
-        payload = {"benchmark": "orthogonal-sequences", "environment": environment("cpu"), "results": seq}
-        print(f"wrote {write_json('orthogonal-sequences-cpu', payload, args.out)}")
+        found: dict[str, Any] = {"benchmark": "orthogonal-sequences", "environment": environment("cpu"),
+                                 "results": seq}  # fmt: skip
+        print(f"wrote {write_json('orthogonal-sequences-cpu', found, args.out)}")
         for r in seq:
             print(r)
-        return payload
+        return found
     cfg = (
         OrthogonalConfig(sizes=(16, 32), repeats=1, naive_full_max=16, naive_prefix=100)
         if args.quick
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = measure(cfg, progress)
     progress.close()
     suffix = "-quick" if args.quick else ""
-    payload = {"benchmark": "orthogonal", "config": asdict(cfg), "environment": environment("cpu"),
+    payload: dict[str, Any] = {"benchmark": "orthogonal", "config": asdict(cfg), "environment": environment("cpu"),
                "results": rows, "ratios": ratios(rows)}  # fmt: skip
     path = write_json(f"orthogonal{suffix}-cpu", payload, args.out)
     print(f"wrote {path} and {plot(payload, args.out / f'orthogonal{suffix}-cpu.png')}")
