@@ -90,24 +90,12 @@ def naive_seconds(n: int, cfg: OrthogonalConfig, weight: torch.Tensor) -> tuple[
     layer = Givens(n, init_scale=0.5)
     total = n * (n - 1) // 2
     count = total if n <= cfg.naive_full_max else min(cfg.naive_prefix, total)
-    cos, sin = torch.cos(layer.angles), torch.sin(layer.angles)
-    pairs = layer.schedule.pairs[:count]
-
-    def product() -> torch.Tensor:
-        u = torch.eye(n)
-        for p, (a, b) in enumerate(pairs):
-            ua, ub = u[a].clone(), u[b].clone()
-            u[a] = cos[p] * ua - sin[p] * ub
-            u[b] = sin[p] * ua + cos[p] * ub
-        return u
-
     with torch.no_grad():
         start = time.perf_counter()
-        product()
+        layer.sequential_matrix(count)
         build = time.perf_counter() - start
     start = time.perf_counter()
-    cos, sin = torch.cos(layer.angles), torch.sin(layer.angles)
-    torch.autograd.grad((product() * weight).sum(), [layer.angles])
+    torch.autograd.grad((layer.sequential_matrix(count) * weight).sum(), [layer.angles])
     both = time.perf_counter() - start
     scale = total / count
     return build * scale, both * scale, count < total

@@ -168,13 +168,14 @@ class Givens(nn.Module):
             x = rotate_coordinates(x, i, j, torch.cos(theta), -torch.sin(theta) if transpose else torch.sin(theta))
         return x
 
-    def sequential_matrix(self) -> torch.Tensor:
+    def sequential_matrix(self, count: int | None = None) -> torch.Tensor:
         """The definition, one rotation at a time in angle order: the naive sequential product (autograd records
         every rotation). Equal to ``matrix()`` bit for bit: rotations within a round commute, and each element
-        sees the same two products and one sum either way."""
+        sees the same two products and one sum either way. ``count``: only the first ``count`` rotations (what a
+        benchmark times of a product too long to run whole)."""
         cos, sin = torch.cos(self.angles), torch.sin(self.angles)
         u = torch.eye(self.n, dtype=self.angles.dtype, device=self.angles.device)
-        for p, (a, b) in enumerate(self.schedule.pairs):
+        for p, (a, b) in enumerate(self.schedule.pairs[:count]):
             ua, ub = u[a].clone(), u[b].clone()
             u[a] = cos[p] * ua - sin[p] * ub
             u[b] = sin[p] * ua + cos[p] * ub

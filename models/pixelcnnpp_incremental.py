@@ -143,11 +143,6 @@ class IncrementalPixelCNNpp:
         """Multiply-adds per sample: one forward pass."""
         return self.graph.macs()
 
-    def bytes_per_row(self) -> int:
-        """Memory of one row's buffers (float32)."""
-        size = self.size
-        return sum(4 * n.channels * ((size >> n.level) + 1) * ((size >> n.level) + 2) for n in self.graph.nodes)
-
     def steps(self, batch: int) -> Steps:
         """Steps for ``batch`` rows, zeroed: from the pool (a pooled Steps serves one sampling at a time, and
         interleaved samplings each hold their own) or new. ``release`` gives it back."""

@@ -110,10 +110,8 @@ class RecurrentRegressor(nn.Module):
         """
         rows = h.shape[0]
         x_t, h = pad_rows(x_t), pad_rows(h)
-        if self.config.cell == "softplus":
-            out = F.softplus(self.softplus_pre(x_t, h))
-        elif self.config.cell == "orthogonal":
-            out = torch.tanh(self.softplus_pre(x_t, h))
+        if self.config.cell in ELEMENTWISE:
+            out = self.activation(self.softplus_pre(x_t, h))
         else:
             _, z, n, _ = self.gru_gates(x_t, h)
             out = (1 - z) * n + z * h
@@ -123,6 +121,10 @@ class RecurrentRegressor(nn.Module):
         """The pre-activation a_t = W_h h_t + w_x x_t + b of the softplus and orthogonal cells: x (..., ),
         h (..., H) -> (..., H)."""
         return F.linear(h, self.recurrent_weight()) + x[..., None] * self.w_x[:, 0] + self.b
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """act(a) of the elementwise cells: softplus, or tanh (orthogonal)."""
+        return F.softplus(pre) if self.config.cell == "softplus" else torch.tanh(pre)
 
     def slope(self, pre: torch.Tensor) -> torch.Tensor:
         """act'(a) of the elementwise cells: sigmoid (softplus) or 1 - tanh^2 (orthogonal)."""
@@ -148,10 +150,9 @@ class RecurrentRegressor(nn.Module):
         if self.config.cell in ELEMENTWISE and self.training:  # the same math in fewer ops: faster to train
             with self.holding():
                 weight_t, drive = self.recurrent_weight().t(), x[..., None] * self.w_x[:, 0] + self.b  # (B, T, H)
-                act = F.softplus if self.config.cell == "softplus" else torch.tanh
                 states = [h0]
                 for drive_t in drive.unbind(dim=1):  # unbind: its backward stacks, where slicing would add T zeros
-                    states.append(act(torch.addmm(drive_t, states[-1], weight_t)))
+                    states.append(self.activation(torch.addmm(drive_t, states[-1], weight_t)))
             return torch.stack(states, dim=1)
         states = [h0]
         with self.holding():

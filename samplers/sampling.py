@@ -22,7 +22,7 @@ from samplers.certify import FIXED_POINT, NOT_CONVERGED, SEQUENTIAL, certificate
 from samplers.family import Cost, Family, Limits, ModelInfo, Offer
 from samplers.inputs import InputError
 from samplers.requests import SampleRequest, SampleResponse
-from samplers.system import Plan, SamplingSystem
+from samplers.system import Evaluate, Plan, Propose, SamplingSystem
 from samplers.work import Check, Context, Pieces, Respond, RowSet, RowWork, SliceWork, Solved, Work, bitwise_equal
 from solvers import FixedPointBatch, Schedule
 
@@ -37,6 +37,19 @@ PLAIN = ("sequential", "jacobi", "jacobi_gs", "gs_jacobi")  # what every samplin
 NAIVE = "sequential_naive"  # a family whose "sequential" is a fast path keeps its reference sampler under this name
 WINDOW = "jacobi_window"  # windowed cached Jacobi on a fast path's layout (block_size: the window)
 FAST = (*PLAIN, NAIVE, WINDOW)  # a family with a work-optimal sequential sampler and a windowed Jacobi
+
+
+def fast_plan(method: str, evaluate: Evaluate, sequential: Propose, window: Propose) -> Plan | None:
+    """How a FAST family runs the methods PLAIN does not cover the plain way (None for the others): ``sequential``
+    and ``jacobi_window`` are fast paths whose candidates the reference map ``evaluate`` certifies, and
+    ``sequential_naive`` is the reference sampler on that map."""
+    if method == "sequential":
+        return Plan("jacobi", evaluate, "evaluate", propose=sequential)
+    if method == NAIVE:
+        return Plan("sequential", evaluate, "evaluate")
+    if method == WINDOW:
+        return Plan("jacobi", evaluate, "evaluate", propose=window)
+    return None
 
 
 def sampling_offer(methods: tuple[str, ...], auto_key: str) -> dict[str, Offer]:

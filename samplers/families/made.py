@@ -36,7 +36,7 @@ from models.made_window import DEFAULT_WINDOW, WindowedJacobi
 from models.registry import Entry
 from samplers.family import Offer
 from samplers.noise import uniforms
-from samplers.sampling import FAST, NAIVE, WINDOW, SamplerFamily, sampling_offer
+from samplers.sampling import FAST, SamplerFamily, fast_plan, sampling_offer
 from samplers.system import Plan, StatelessSystem
 
 SPLIT = "jacobi_split"  # needs direct connections
@@ -81,12 +81,9 @@ class MadeSystem(StatelessSystem):
         return torch.zeros(noise.shape[0], self.unknowns, device=noise.device)
 
     def plan(self, method: str) -> Plan:
-        if method == "sequential":  # degree order: the candidate, certified by one masked forward
-            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_sequential)
-        if method == NAIVE:
-            return Plan("sequential", self.evaluate, "evaluate")
-        if method == WINDOW:
-            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_window)
+        fast = fast_plan(method, self.evaluate, self.propose_sequential, self.propose_window)
+        if fast is not None:  # degree order and its window: candidates certified by one masked forward
+            return fast
         if method == SPLIT:
             if self.model.direct is None:
                 raise ValueError(f"{self.name} has no direct connections: jacobi_split does not apply")

@@ -38,7 +38,7 @@ from models.pixelcnnpp_window import DEFAULT_WINDOW, WindowedPixelJacobi
 from models.registry import Entry
 from samplers.family import Cost
 from samplers.noise import uniforms
-from samplers.sampling import FAST, NAIVE, WINDOW, SamplerFamily, sampling_offer
+from samplers.sampling import FAST, WINDOW, SamplerFamily, fast_plan, sampling_offer
 from samplers.system import Plan
 
 
@@ -93,13 +93,8 @@ class PixelCNNppSystem:
         return torch.zeros(noise.shape[0], self.unknowns, self.channels, dtype=torch.long, device=noise.device)
 
     def plan(self, method: str) -> Plan:
-        if method == "sequential":  # the incremental candidate, certified by one evaluation of the banded map
-            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_sequential)
-        if method == NAIVE:
-            return Plan("sequential", self.evaluate, "evaluate")
-        if method == WINDOW:
-            return Plan("jacobi", self.evaluate, "evaluate", propose=self.propose_window)
-        return Plan(method, self.evaluate, "evaluate")
+        fast = fast_plan(method, self.evaluate, self.propose_sequential, self.propose_window)
+        return fast if fast is not None else Plan(method, self.evaluate, "evaluate")
 
     def layout(self) -> IncrementalPixelCNNpp:
         if self.incremental is None:
