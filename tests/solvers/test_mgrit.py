@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from solvers.mgrit import ChainStep, MGRITConfig, MGRITResult, mgrit, mgriting, sequential_chain
+from solvers.pieces import drain
 
 
 def tanh_chain(steps: int, rows: int, width: int, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -26,17 +27,13 @@ def run_with_prefix_check(
     step: ChainStep, u0: torch.Tensor, steps: int, cfg: MGRITConfig, reference: torch.Tensor
 ) -> MGRITResult:
     """Run MGRIT cycle by cycle, asserting that after k cycles the first k coarse intervals are the serial ones."""
-    pieces = mgriting(step, u0, steps, cfg)
-    k = 0
-    while True:
-        try:
-            running = next(pieces)
-        except StopIteration as done:
-            result: MGRITResult = done.value
-            return result
-        k += 1
+
+    def check(running: MGRITResult) -> None:
+        k = running.iterations
         prefix = min(k * cfg.coarsening, steps) + 1
         assert torch.equal(running.states[:prefix], reference[:prefix]), f"cycle {k}: prefix {prefix} not exact"
+
+    return drain(mgriting(step, u0, steps, cfg), check)
 
 
 @pytest.mark.parametrize("relax", ["F", "FCF"])
