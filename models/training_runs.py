@@ -56,7 +56,8 @@ class RunConfig:
 
 
 class TrainingRun:
-    """The chain of one training run: ``step``, ``coarse``, the initial state and the serial loop."""
+    """The chain of one training run: ``step``, ``coarse`` and the initial state (serial training is
+    ``solvers.mgrit.sequential_chain(run.step, run.u0, K)``)."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = cfg = config
@@ -137,13 +138,6 @@ class TrainingRun:
                 state = self.update(state, self.gradient(w, k), rate)
             out.append(state)
         return torch.stack(out)[:, None]
-
-    def serial(self) -> torch.Tensor:
-        """Serial training: the trajectory (K+1, 1, D) by K dependent optimizer steps."""
-        states = [self.u0]
-        for k in range(self.config.steps):
-            states.append(self.step(torch.tensor([k]), states[-1][None])[0])
-        return torch.stack(states)
 
     def weights(self, state: torch.Tensor) -> torch.Tensor:
         """The parameters (parameters,) of a state (1, D) or (D,)."""

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from models.training_runs import RunConfig, TrainingRun
-from solvers.mgrit import MGRITConfig, mgrit
+from solvers.mgrit import MGRITConfig, mgrit, sequential_chain
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_mgrit_run_to_termination_equals_serial_sgd(momentum: float) -> None:
     run = TrainingRun(RunConfig(problem="regression", steps=48, batch_size=8, learning_rate=0.01, momentum=momentum))
-    serial = run.serial()
+    serial = sequential_chain(run.step, run.u0, 48)
     assert run.full_loss(serial[-1]) < run.full_loss(run.u0)  # it trains
     result = mgrit(run.step, run.u0, 48, MGRITConfig(coarsening=4, levels=3), coarse=run.coarse)
     assert result.exact
@@ -21,7 +21,7 @@ def test_mgrit_run_to_termination_equals_serial_sgd(momentum: float) -> None:
 
 def test_one_step_is_the_same_bits_alone_or_in_company() -> None:
     run = TrainingRun(RunConfig(problem="regression", steps=8, batch_size=4))
-    states = run.serial()
+    states = sequential_chain(run.step, run.u0, 8)
     together = run.step(torch.arange(8), states[:-1])
     alone = torch.stack([run.step(torch.tensor([k]), states[k : k + 1])[0] for k in range(8)])
     assert torch.equal(together, alone)
