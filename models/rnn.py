@@ -19,6 +19,7 @@ Shapes: x (B, T) pixels; hidden states (B, T+1, H) with h_0 = 0; predictions (B,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,6 +102,12 @@ class RecurrentRegressor(nn.Module):
     @property
     def length(self) -> int:
         return self.config.image_size**2
+
+    @property
+    def state_bounds(self) -> tuple[float, float]:
+        """A box every state h_t lies in, from h_0 = 0: softplus is positive; tanh, and a GRU's convex mixture of a
+        tanh and the previous state, stay in [-1, 1]."""
+        return (0.0, math.inf) if self.config.cell == "softplus" else (-1.0, 1.0)
 
     def cell(self, x_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step: x_t (B,), h (B, H) -> h' (B, H).

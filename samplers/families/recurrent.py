@@ -9,7 +9,8 @@ iterate reproduces itself (often well before T: contractive cells forget, and fl
 iteration costs W cells per sequence instead of T - final.
 The cell is batch invariant (``models.invariance``: rows padded to a multiple of 8), so a row computes the same
 bits in a batched call over B*T rows as in the step-by-step loop over B rows: with ``tol=0`` the answer is bit for
-bit ``model.hidden_states`` (``verify`` checks it and reports ``equal``).
+bit ``model.hidden_states`` (``verify`` checks it and reports ``equal``). ``newton`` (DEER, then Jacobi to certify)
+and ``mgrit`` (multigrid in time) solve the same chain (``samplers.chains``).
 
 Gradients (POST /gradient) solve backpropagation through time as a linear system (``samplers.bptt``).
 
@@ -28,7 +29,7 @@ import torch
 
 from models.registry import Entry
 from models.rnn import RecurrentRegressor
-from samplers import inference
+from samplers import chains, inference
 from samplers.bptt import GRADIENT_METHODS, SCAN_BYTES, gradient_work, states_in_pieces
 from samplers.family import Cost, Family, Limits, ModelInfo, Offer
 from samplers.inference import Forward
@@ -38,6 +39,8 @@ from solvers import drain, solving
 
 if TYPE_CHECKING:
     from samplers.engine import Engine
+
+INFER_METHODS = ("sequential", "jacobi", "gs_jacobi", "newton", "mgrit")
 
 
 def forward_solve(
@@ -51,9 +54,10 @@ def forward_solve(
 
 def forward_pieces(
     model: RecurrentRegressor, x: torch.Tensor, method: str = "jacobi", tol: float = 0.0,
-    max_iterations: int | None = None, rows_per_call: int | None = None,
+    max_iterations: int | None = None, rows_per_call: int | None = None, start: torch.Tensor | None = None,
 ) -> Pieces[tuple[torch.Tensor, torch.Tensor, bool, float]]:  # fmt: skip
-    """``forward_solve`` piece by piece (``solvers.solving``), ``rows_per_call`` sequences per evaluation."""
+    """``forward_solve`` piece by piece (``solvers.solving``), ``rows_per_call`` sequences per evaluation, from the
+    states ``start`` (B, T, H) if given (a candidate to certify or repair), else from zeros."""
     batch, length = x.shape
     hidden = model.config.hidden_size
 
@@ -66,7 +70,7 @@ def forward_pieces(
         new = model.cell(x[rows].gather(1, t).reshape(-1), states.reshape(-1, hidden)).reshape(states.shape)
         return h.clone().scatter_(1, t[..., None].expand(-1, -1, hidden), new)  # clamped repeats: equal values
 
-    x0 = x.new_zeros(batch, length, hidden)
+    x0 = x.new_zeros(batch, length, hidden) if start is None else start
     result = yield from solving(step, x0, method, max_iterations, tol=tol, rows_per_call=rows_per_call)
     certified = result.all_converged and tol == 0.0
     everything = torch.tensor([[0, length]] * batch, device=x.device)
@@ -82,7 +86,7 @@ class RecurrentFamily(Family):
 
     def __init__(self) -> None:
         self.offers = {
-            "infer": Offer(("sequential", "jacobi", "gs_jacobi"), auto_key=f"{self.name}-infer", fallback="sequential"),
+            "infer": Offer(INFER_METHODS, auto_key=f"{self.name}-infer", fallback="sequential"),
             "gradient": Offer(GRADIENT_METHODS, auto_key=f"{self.name}-gradient", fallback="sequential"),
         }
 
@@ -93,19 +97,22 @@ class RecurrentFamily(Family):
     def cost(self, task: str, request: Any, entry: Entry, method: str) -> Cost:
         """From the sequence length T, hidden size H and batch B: the states and their per-step derivatives
         (about a dozen (B, T, H) tensors), the scan's dense H x H Jacobians in groups of ``SCAN_BYTES`` (a few times
-        that while they are formed), and the arithmetic of each method's worst case (Jacobi: T iterations)."""
+        that while they are formed), and the arithmetic of each method's worst case (Jacobi: T iterations; Newton:
+        its updates, then Jacobi's worst case; MGRIT: ceil(T/m) + 1 cycles of about three sweeps)."""
         t = self.describe(entry)[1]
         h = int(entry.config.get("hidden_size", 128))
         b = len(request.inputs) if request.inputs is not None else request.batch
         cell = 2.0 * (3 if self.name == "gru" else 1) * h * (h + 1)  # one step of one sequence
         states = 12 * b * t * h * 4
         if task == "infer":
-            flops = {"sequential": b * t * cell}.get(method, b * t * t * cell)
+            newton = b * chains.NEWTON_ITERATIONS * t * (math.log2(max(t, 2)) + 2) * 2.0 * h**3 + b * t * t * cell
+            mgrit = 3 * b * t * cell * (t / chains.MGRIT_COARSENING + 1)
+            flops = {"sequential": b * t * cell, "newton": newton, "mgrit": mgrit}.get(method, b * t * t * cell)
         else:
             flops = {"sequential": 3 * b * t * cell, "scan": b * t * (math.log2(max(t, 2)) + 2) * 2.0 * h**3}.get(
                 method, b * t * t * 2 * cell
             )
-        scan = 6 * min(SCAN_BYTES, b * t * h * h * 4) if method == "scan" else 0
+        scan = 6 * min(SCAN_BYTES, b * t * h * h * 4) if method in ("scan", "newton") else 0
         verify = 3 * b * t * cell if request.verify else 0.0
         return Cost(states + scan, flops + verify, "inputs" if request.inputs is not None else "batch")
 
@@ -137,10 +144,17 @@ class RecurrentFamily(Family):
         def run() -> Pieces[Forward]:
             if method == "sequential":
                 return Forward((yield from sequential()), [x.shape[1]] * x.shape[0], True, 0.0)
+            if method == "newton":
+                return Forward(*(yield from chains.newton_forward(model, x, request.tol, jacobi_from)))
+            if method == "mgrit":
+                return Forward(*(yield from chains.mgrit_forward(model, x, request.tol, request.max_iterations)))
             predictions, iterations, converged, residual = yield from forward_pieces(
                 model, x, method, request.tol, request.max_iterations, PIECE_ROWS
             )
             return Forward(predictions, iterations.tolist(), converged, residual)
+
+        def jacobi_from(start: torch.Tensor) -> Pieces[tuple[torch.Tensor, torch.Tensor, bool, float]]:
+            return forward_pieces(model, x, "jacobi", request.tol, request.max_iterations, PIECE_ROWS, start)
 
         return inference.infer_work(request, method, x.shape[1], run, sequential,
                                     lambda predictions: predictions.tolist())  # fmt: skip

@@ -50,6 +50,40 @@ def test_sequence_inference_by_the_solvers_is_bitwise_the_loop(
     assert max(body.iterations) <= body.sequential_steps
 
 
+@pytest.mark.parametrize("name", ["rnn-tiny", "gru-tiny", "orthogonal-tiny"])
+@pytest.mark.parametrize("method", ["newton", "mgrit"])
+def test_newton_and_mgrit_inference_end_bitwise_on_the_loop(engine: Engine, name: str, method: str) -> None:
+    """Newton's candidate is certified (repaired) by Jacobi; MGRIT terminates exactly: both are the loop's bits."""
+    body = engine.call("infer", model=name, batch=3, seed=2, method=method, verify=True)
+    sequential = engine.call("infer", model=name, batch=3, seed=2, method="sequential")
+    assert body.exact is True
+    assert body.converged is True
+    assert body.residual == 0.0
+    assert body.verified.model_dump() == {"max_abs_diff": 0.0, "equal": True}
+    assert body.outputs == sequential.outputs
+
+
+def test_newton_to_a_tolerance_reports_its_difference() -> None:
+    """With tol > 0 Newton stops near the fixed point: not exact, residual and difference to the loop both small."""
+    from models.rnn import RecurrentRegressor, RNNConfig
+    from samplers.chains import newton_forward
+    from samplers.families.recurrent import forward_pieces
+    from solvers import drain
+
+    torch.manual_seed(0)
+    model = RecurrentRegressor(RNNConfig(cell="orthogonal", hidden_size=8, image_size=10)).eval()  # T = 100
+    x = torch.rand(2, 100)
+    with torch.no_grad():
+        reference = model(x)
+        predictions, iterations, converged, residual = drain(
+            newton_forward(model, x, 1e-5, lambda start: forward_pieces(model, x, "jacobi", 1e-5, start=start))
+        )
+    assert converged
+    assert 0 < residual <= 1e-4
+    assert max(iterations) <= 12  # Newton updates plus one confirming Jacobi evaluation, not T = 100
+    assert float((predictions - reference).abs().max()) < 1e-4
+
+
 def test_windowed_inference_evaluates_only_its_window() -> None:
     """gs_jacobi on a long sequence: the same states as the loop, from far fewer cell evaluations than Jacobi."""
     from models.rnn import RecurrentRegressor, RNNConfig

@@ -66,3 +66,38 @@ def test_a_capped_solve_says_it_did_not_converge() -> None:
     assert result.iterations == 1
     assert not result.converged
     assert result.residual > 0
+
+
+def test_newton_solves_a_linear_recurrence_in_one_iteration() -> None:
+    """f affine in s: the linearization is f itself, so one scan gives the sequential states (to rounding)."""
+    torch.manual_seed(4)
+    weight = torch.randn(6, 6, dtype=torch.float64)
+    weight *= 0.95 / torch.linalg.matrix_norm(weight, 2)
+
+    def f(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return s @ weight.T + x[:, None]
+
+    x, s0 = torch.randn(2, 300, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    with torch.no_grad():
+        reference = sequential(f, x, s0)
+        result = newton_chain(f, x, s0, tol=1e-9)
+    assert result.iterations == 1
+    assert result.converged
+    torch.testing.assert_close(result.states, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_a_diverging_newton_returns_its_best_bounded_iterate() -> None:
+    """An expanding tanh chain (|J| up to 3): the states stay in the box and the residual reported is measured."""
+    layer, w_x = tanh_chain(6, seed=5, scale=3.0)
+
+    def f(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(layer(s) + x[:, None] * w_x)
+
+    x, s0 = torch.rand(2, 400, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64)
+    with torch.no_grad():
+        result = newton_chain(f, x, s0, max_iterations=8, bounds=(-1.0, 1.0))
+        previous = torch.cat([s0[:, None], result.states[:, :-1]], dim=1)
+        measured = float((result.states - f(x.reshape(-1), previous.reshape(-1, 6)).reshape(2, 400, 6)).abs().max())
+    assert float(result.states.abs().max()) <= 1.0
+    assert result.residual == measured
+    assert not result.exact
