@@ -131,15 +131,16 @@ def _into_c(level: _Level, u: torch.Tensor, c: torch.Tensor, counter: _Counter) 
     return _call(level, n, u[n], counter)
 
 
-def _coarse_level(level: _Level, u: torch.Tensor, c: torch.Tensor, into: torch.Tensor, coarse: Coarse,
+def _coarse_level(level: _Level, w: torch.Tensor, c: torch.Tensor, into: torch.Tensor, coarse: Coarse,
                   total: int, counter: _Counter) -> _Level:  # fmt: skip
-    """The FAS coarse chain between the C-points of ``level`` at the iterate u (``into``: Phi into each C-point)."""
+    """The FAS coarse chain between the C-points c of ``level`` at their values w (J+1, B, *S) (``into``: Phi
+    into each C-point but the first, (J, B, *S))."""
     span = level.span * (int(c[1] - c[0]) if c.numel() > 1 else 1)
     start = c[:-1] * level.span
     stop = torch.clamp(c[1:] * level.span, max=total)
     counter.depth += 1
     counter.coarse += int(start.numel())
-    at_w = coarse(start, stop, u[c[:-1]])  # Psi_j(w_j), all j at once
+    at_w = coarse(start, stop, w[:-1])  # Psi_j(w_j), all j at once
 
     def step(j: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return into[j] + (coarse(start[j], stop[j], v) - at_w[j])
@@ -166,24 +167,38 @@ def _relax(level: _Level, u: torch.Tensor, c: torch.Tensor, cfg: MGRITConfig, co
 def _cycle(level: _Level, u: torch.Tensor, depth_left: int, cfg: MGRITConfig, coarse: Coarse, total: int,
            counter: _Counter, into: torch.Tensor | None = None) -> None:  # fmt: skip
     """One V-cycle on ``level`` in place (``into``: the relaxation already done, its C-point values)."""
-    m = cfg.coarsening
-    c = level.points(m)
+    c = level.points(cfg.coarsening)
     if into is None:
         into = _relax(level, u, c, cfg, counter)
-    coarse_level = _coarse_level(level, u, c, into, coarse, total, counter)
-    v = u[c].clone()
-    if depth_left > 1 and coarse_level.count > m:
+    u[c] = _corrected(level, c, u[c], into, depth_left, cfg, coarse, total, counter)
+    _f_relax(level, u, c, cfg.coarsening, counter)
+
+
+def _corrected(level: _Level, c: torch.Tensor, w: torch.Tensor, into: torch.Tensor, depth_left: int,
+               cfg: MGRITConfig, coarse: Coarse, total: int, counter: _Counter) -> torch.Tensor:  # fmt: skip
+    """The coarse-grid correction: new values (J+1, B, *S) of the C-points c from their values w and ``into``,
+    by the coarse chain solved sequentially or by a V-cycle on it (``depth_left`` levels below this one)."""
+    coarse_level = _coarse_level(level, w, c, into, coarse, total, counter)
+    v = w.clone()
+    if depth_left > 1 and coarse_level.count > cfg.coarsening:
         _cycle(coarse_level, v, depth_left - 1, cfg, coarse, total, counter)
     else:
         _sequential(coarse_level, v, counter)
-    u[c] = v
-    _f_relax(level, u, c, m, counter)
+    return v
 
 
-def _row_residual(into: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """(B,) max |Phi(u_{c-1}) - u_c| over the C-points (and state entries) of each row."""
-    diff = (into - u[c[1:]]).abs()
-    return diff.transpose(0, 1).reshape(diff.shape[1], -1).amax(dim=1) if diff.numel() else diff.new_zeros(0)
+def _record(result: MGRITResult, gaps: torch.Tensor, counter: _Counter, cfg: MGRITConfig, cap: int) -> bool:
+    """Update ``result`` from gaps |Phi(u_{c-1}) - u_c| (J, B, *S) after a relaxation; True when the solve stops."""
+    per_row = gaps.transpose(0, 1).reshape(gaps.shape[1], -1).amax(dim=1) if gaps.numel() else gaps.new_zeros(0)
+    residual = float(per_row.max()) if per_row.numel() else 0.0
+    for b, value in enumerate(per_row.tolist()):
+        if result.row_iterations[b] < 0 and value <= cfg.tol:
+            result.row_iterations[b] = result.iterations
+    result.residuals.append(residual)
+    result.residual, result.exact = residual, residual == 0.0
+    result.converged = residual <= cfg.tol
+    result.depth, result.fine_evaluations, result.coarse_evaluations = counter.depth, counter.fine, counter.coarse
+    return result.converged or result.iterations >= cap
 
 
 def mgriting(step: ChainStep, u0: torch.Tensor, steps: int, config: MGRITConfig | None = None,
@@ -206,21 +221,10 @@ def mgriting(step: ChainStep, u0: torch.Tensor, steps: int, config: MGRITConfig 
     cap = cfg.max_iterations if cfg.max_iterations is not None else math.ceil(steps / cfg.coarsening) + 1
     counter = _Counter()
     result = MGRITResult(u, 0, False, False, math.inf)
-    rows = u0.shape[0]
-    row_iterations = [-1] * rows
+    result.row_iterations = [-1] * u0.shape[0]
     while True:
         into = _relax(top, u, c, cfg, counter)
-        per_row = _row_residual(into, u, c)
-        residual = float(per_row.max()) if per_row.numel() else 0.0
-        for b in range(rows):
-            if row_iterations[b] < 0 and float(per_row[b]) <= cfg.tol:
-                row_iterations[b] = result.iterations
-        result.residuals.append(residual)
-        result.residual, result.exact = residual, residual == 0.0
-        result.converged = residual <= cfg.tol
-        result.depth, result.fine_evaluations, result.coarse_evaluations = counter.depth, counter.fine, counter.coarse
-        result.row_iterations = list(row_iterations)
-        if result.converged or result.iterations >= cap:
+        if _record(result, (into - u[c[1:]]).abs(), counter, cfg, cap):
             return result
         _cycle(top, u, cfg.levels - 1, cfg, coarse, steps, counter, into=into)
         result.iterations += 1

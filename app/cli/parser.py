@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli import compute, service, training
+from app.cli import compute, service, train_run, training
 
 REGISTRY_HELP = "checkpoint directory (default: PARAFEED_REGISTRY, then the shipped checkpoints)"
 DATA_HELP = "IDX data directory (default: PARAFEED_DATA, then /usr/share/datasets/fashion-mnist)"
@@ -133,6 +133,9 @@ def training_commands(command: Command, where: Where) -> None:
     train.add_argument("--model", help="model config overrides as JSON, e.g. '{\"nr_filters\": 16}'")
     train.add_argument("--publish", metavar="NAME", help="afterwards, evaluate and register the best checkpoint")
     where(train, data=True)
+
+    run = command("train-run", train_run.train_run, "solve a training run in parallel over its steps (MGRIT)")
+    train_run.add_arguments(run)
 
     pub = command("publish", training.publish, "register a trained checkpoint (evaluates it, records its checksum)")
     pub.add_argument("checkpoint", type=Path)
