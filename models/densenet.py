@@ -19,7 +19,9 @@ Shapes: images (B, 1, 28, 28) in [-1, 1]; logits (B, classes); block features (B
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,16 @@ class DenseNetConfig:
     compression: float = 0.5  # transitions keep this fraction of channels (the "C" of DenseNet-BC)
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One link of the textbook forward (``DenseNet.units``)."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    cost: float  # multiply-adds per 28 x 28 image
+    state: tuple[tuple[str, int | None], ...]  # the state_dict entries it owns: (key, index on dim 0 or None: all)
 
 
 class DenseBlock(nn.Module):
@@ -99,21 +111,24 @@ class DenseBlock(nn.Module):
         ``forward`` to float32 rounding only (narrower GEMMs round differently), so benchmarks compare against
         it and exactness is checked against ``forward``.
         """
-        features = [x]
         for j in range(self.layers):
-            inp = torch.cat(features, dim=1)
-            c = inp.shape[1]
-            h = F.batch_norm(
-                inp, self.bn1_mean[j, :c], self.bn1_var[j, :c], self.bn1_weight[j, :c], self.bn1_bias[j, :c],
-                self.training, self.momentum, self.eps,
-            )  # fmt: skip
-            h = F.conv2d(F.relu(h), self.conv1[j, :, :c, None, None])
-            h = F.batch_norm(
-                h, self.bn2_mean[j], self.bn2_var[j], self.bn2_weight[j], self.bn2_bias[j],
-                self.training, self.momentum, self.eps,
-            )  # fmt: skip
-            features.append(F.conv2d(F.relu(h), self.conv2[j], padding=1))
-        return torch.cat(features, dim=1)
+            x = self.grow(j, x)
+        return x
+
+    def grow(self, j: int, inp: torch.Tensor) -> torch.Tensor:
+        """Layer j of the textbook forward: (B, C0 + j*k, H, W) -> (B, C0 + (j+1)*k, H, W), its k channels appended.
+        One unit of ``DenseNet.units`` (a pipeline may cut the block between two layers)."""
+        c = inp.shape[1]
+        h = F.batch_norm(
+            inp, self.bn1_mean[j, :c], self.bn1_var[j, :c], self.bn1_weight[j, :c], self.bn1_bias[j, :c],
+            self.training, self.momentum, self.eps,
+        )  # fmt: skip
+        h = F.conv2d(F.relu(h), self.conv1[j, :, :c, None, None])
+        h = F.batch_norm(
+            h, self.bn2_mean[j], self.bn2_var[j], self.bn2_weight[j], self.bn2_bias[j],
+            self.training, self.momentum, self.eps,
+        )  # fmt: skip
+        return torch.cat([inp, F.conv2d(F.relu(h), self.conv2[j], padding=1)], dim=1)
 
     def folded_bn(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eval-mode BN as per-channel scale and shift: (L, C) x2 for BN1 (zero where invisible), (L, 4k) x2."""
@@ -187,17 +202,48 @@ class DenseNet(nn.Module):
 
     def concat_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits by the textbook forward (``DenseBlock.concat_forward``): the fastest sequential baseline."""
-        h = self.stem(x)
-        for block, transition in self.stages():
-            h = block.concat_forward(h)
-            if transition is not None:
-                h = transition(h)
-        return self.head(h)
+        for unit in self.units():
+            x = unit.fn(x)
+        return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) -> logits (B, classes). In eval mode rows are batch invariant (padding to 8 rows)."""
+    def units(self) -> list[Unit]:
+        """The textbook forward as a chain of units: the stem, every dense layer, every transition, the head.
+        Training runs them in order; decoupled training (``models.ddg``) cuts the chain into modules of about
+        equal cost."""
+        cfg = self.config
+        side, channels = 28, 2 * cfg.growth
+
+        def whole(prefix: str) -> tuple[tuple[str, int | None], ...]:
+            return tuple((key, None) for key in self.state_dict() if key.startswith(prefix))
+
+        chain = [Unit("stem", self.stem, side * side * cfg.in_channels * channels * 9.0, whole("stem."))]
+        for i, (block, transition) in enumerate(self.stages()):
+            names = [
+                key for key in self.state_dict() if key.startswith(f"blocks.{i}.") and key != f"blocks.{i}.visible"
+            ]
+            for j in range(block.layers):
+                cost = side * side * (block.inputs_of(j) * block.wide + block.wide * block.k * 9.0)
+                chain.append(Unit(f"block{i}.layer{j}", partial(block.grow, j), cost, tuple((n, j) for n in names)))
+            if transition is not None:
+                cost = side * side * block.width * block.width * cfg.compression
+                chain.append(Unit(f"transition{i}", transition, cost, whole(f"transitions.{i}.")))
+                side //= 2
+        head_cost = float(self.classifier.in_features * (side * side + cfg.num_classes))
+        chain.append(Unit("head", self.head, head_cost, whole("head_bn.") + whole("classifier.")))
+        return chain
+
+    def forward(self, x: torch.Tensor, units: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: (B, C, H, W) -> logits (B, classes). In eval mode rows are batch invariant (padding to 8 rows).
+
+        units: (first, last) runs only ``units()[first:last]`` on x (a module of decoupled training)."""
+        if units is not None:
+            for unit in self.units()[units[0] : units[1]]:
+                x = unit.fn(x)
+            return x
+        if self.training:
+            return self.concat_forward(x)
         n = x.shape[0]
-        h = self.stem(x if self.training else pad_rows(x))
+        h = self.stem(pad_rows(x))
         for block, transition in self.stages():
             h = block(h)
             if transition is not None:

@@ -151,10 +151,18 @@ class DenseNetTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, labels = batch
-        if model.training:  # light augmentation: random horizontal flips
-            flip = torch.rand(images.shape[0], device=images.device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        return F.cross_entropy(model(images), labels, reduction="none")
+        return self.criterion(model(self.augment(images) if model.training else images), labels)
+
+    @staticmethod
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        """Light augmentation while training: random horizontal flips (the global RNG, one draw per image)."""
+        flip = torch.rand(images.shape[0], device=images.device) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+    @staticmethod
+    def criterion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-image cross-entropy, (B,)."""
+        return F.cross_entropy(logits, labels, reduction="none")
 
     def evaluate(self, model: nn.Module, split: datasets.Split, train: datasets.Split | None = None) -> dict[str, Any]:
         images, labels = self.prepare(split)

@@ -74,10 +74,21 @@ class Training:
         out.mkdir(parents=True, exist_ok=True)
         self.progress: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "steps": 0, "seconds": 0.0, "best_val": None}
         self.progress["bad_epochs"] = 0
-        if cfg.resume and (out / "last.safetensors").exists():
-            self.progress = progress = load_training_state(self.model, self.optimizer, out / "last.safetensors")
-            print(f"resumed from {out / 'last.safetensors'} at epoch {progress['epoch']}, step {progress['steps']}")
+        if cfg.resume and self.last_path.exists():
+            self.progress = progress = load_training_state(self.model, self.optimizer, self.last_path)
+            print(f"resumed from {self.last_path} at epoch {progress['epoch']}, step {progress['steps']}")
         self.log = (out / "metrics.jsonl").open("a")
+        self.epoch_seconds = 0.0  # wall time of the last epoch's training steps (validation excluded)
+
+    @property
+    def last_path(self) -> Path:
+        """The resumable state's file."""
+        return Path(self.cfg.out) / "last.safetensors"
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What the best checkpoint records about how it was trained (beside epoch, loss and steps)."""
+        return {}
 
     def write(self, record: dict[str, Any]) -> None:
         self.log.write(json.dumps(record) + "\n")
@@ -85,7 +96,7 @@ class Training:
 
     def save_state(self) -> None:
         save_training_state(self.model, self.optimizer, self.cfg.kind, self.config, self.progress,
-                            self.out / "last.safetensors")  # fmt: skip
+                            self.last_path)  # fmt: skip
         self.last_save = time.perf_counter()
 
     def run(self) -> dict[str, Any]:
@@ -97,7 +108,9 @@ class Training:
         stopped = "epochs"
         while progress["epoch"] < self.epochs:
             epoch = progress["epoch"]
+            started = time.perf_counter()
             running, finished = self.steps(epoch)
+            self.epoch_seconds = time.perf_counter() - started
             self.validate(epoch, running)
             if not finished:
                 stopped = "time_budget"
@@ -155,10 +168,11 @@ class Training:
         improved = progress["best_val"] is None or val < progress["best_val"]
         if improved:
             progress["best_val"], progress["bad_epochs"] = val, 0
-            extra = {"epoch": epoch + 1, "val_loss": val, "steps": progress["steps"]}
+            extra = {"epoch": epoch + 1, "val_loss": val, "steps": progress["steps"], **self.extra}
             save_model(model, self.cfg.kind, self.config, self.out / "best.safetensors", extra=extra)
         else:
             progress["bad_epochs"] += 1
-        record = {"event": "epoch", "epoch": epoch + 1, "train_loss": running, "val_loss": val}
+        record = {"event": "epoch", "epoch": epoch + 1, "train_loss": running, "val_loss": val,
+                  "train_seconds": round(self.epoch_seconds, 2)}  # fmt: skip
         self.write({**record, "steps": progress["steps"], "seconds": round(progress["seconds"], 1), "best": improved})
         print(f"epoch {epoch + 1}: train {running:.4f}  val {val:.4f}{'  (best)' if improved else ''}")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
@@ -21,3 +26,17 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2))
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (it sets WORLD_SIZE in every process)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def relaunch_under_torchrun(processes: int) -> int:
+    """Run this same command in ``processes`` processes under torchrun (standalone: a free loopback rendezvous);
+    the exit status of the run (non-zero if any process failed: torchrun then stops the others)."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        raise ValueError("torchrun not found next to this Python or on PATH")
+    return subprocess.call([torchrun, "--standalone", f"--nproc-per-node={processes}", "-m", "app.cli", *sys.argv[1:]])

@@ -132,6 +132,8 @@ def training_commands(command: Command, where: Where) -> None:
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     train.add_argument("--model", help="model config overrides as JSON, e.g. '{\"nr_filters\": 16}'")
     train.add_argument("--publish", metavar="NAME", help="afterwards, evaluate and register the best checkpoint")
+    train.add_argument("--ddg", type=int, metavar="K", help="decoupled parallel backprop with delayed gradients over "
+                       "K processes (densenet; relaunches under torchrun; inexact: models.ddg)")  # fmt: skip
     where(train, data=True)
 
     run = command("train-run", train_run.train_run, "solve a training run in parallel over its steps (MGRIT)")

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-DISTRIBUTED_ENV = "WORLD_SIZE"  # set by torchrun in every process it starts
+from app.cli.common import relaunch_under_torchrun, under_torchrun
 
 
 def add_arguments(sub: argparse.ArgumentParser) -> None:
@@ -50,8 +46,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
 def train_run(args: argparse.Namespace) -> int:
     if args.ranks < 1:
         raise ValueError(f"--ranks must be at least 1; got {args.ranks}")
-    if args.ranks > 1 and DISTRIBUTED_ENV not in os.environ:
-        return _relaunch(args.ranks)
+    if args.ranks > 1 and not under_torchrun():
+        return relaunch_under_torchrun(args.ranks)
     report = solve(args)
     if report is None:  # not rank 0
         return 0
@@ -60,15 +56,6 @@ def train_run(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return 0 if report["mgrit"]["converged"] else 1
-
-
-def _relaunch(ranks: int) -> int:
-    """Run this same command in ``ranks`` processes under torchrun (standalone: a free loopback rendezvous)."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        raise ValueError("torchrun not found next to this Python or on PATH")
-    command = [torchrun, "--standalone", f"--nproc-per-node={ranks}", "-m", "app.cli", *sys.argv[1:]]
-    return subprocess.call(command)
 
 
 def solve(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -81,7 +68,7 @@ def solve(args: argparse.Namespace) -> dict[str, Any] | None:
     from solvers.mgrit import MGRITConfig, mgriting, sequential_chain
     from solvers.mgrit_dist import mgriting_distributed
 
-    distributed = DISTRIBUTED_ENV in os.environ
+    distributed = under_torchrun()
     if distributed:
         dist.init_process_group("gloo")
         torch.set_num_threads(1)

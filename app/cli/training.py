@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from app.cli.common import print_json, settings
+from app.cli.common import print_json, relaunch_under_torchrun, settings, under_torchrun
 
 
 def train(args: argparse.Namespace) -> int:
     from models.training import TrainConfig, train
 
+    if args.ddg is not None and args.ddg > 1 and not under_torchrun():
+        return relaunch_under_torchrun(args.ddg)
     config = settings(args)
     overrides = json.loads(args.model) if args.model else {}
     cfg = TrainConfig(kind=args.kind, out=args.out or Path("runs") / args.kind, data=config.data, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=config.device,
                       time_budget=args.time_budget, limit=args.limit, resume=args.resume, model=overrides)  # fmt: skip
-    summary = train(cfg)
+    if args.ddg is not None:
+        from models.ddg import train_ddg
+
+        summary = train_ddg(cfg, args.ddg)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0  # rank 0 reports (and publishes)
+    else:
+        summary = train(cfg)
     if args.publish:
         from models.registry import publish
 
