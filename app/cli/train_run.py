@@ -19,9 +19,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import relaunch_under_torchrun, under_torchrun
+
+if TYPE_CHECKING:
+    from models.training_runs import RunConfig
+    from solvers.mgrit import MGRITConfig
 
 
 def add_arguments(sub: argparse.ArgumentParser) -> None:
@@ -48,7 +52,12 @@ def train_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--ranks must be at least 1; got {args.ranks}")
     if args.ranks > 1 and not under_torchrun():
         return relaunch_under_torchrun(args.ranks)
-    report = solve(args)
+    from models.training_runs import RunConfig
+    from solvers.mgrit import MGRITConfig
+
+    config = RunConfig(args.problem, args.steps, args.batch_size, args.lr, args.momentum, args.seed, args.coarse,
+                       args.data)  # fmt: skip
+    report = solve(config, MGRITConfig(args.coarsening, args.levels, args.relax, args.max_cycles, args.tol))
     if report is None:  # not rank 0
         return 0
     if args.out is not None:
@@ -58,14 +67,15 @@ def train_run(args: argparse.Namespace) -> int:
     return 0 if report["mgrit"]["converged"] else 1
 
 
-def solve(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Serial training and the MGRIT solve of the same run, timed; the report on rank 0 (None on other ranks)."""
+def solve(config: RunConfig, mgrit_config: MGRITConfig) -> dict[str, Any] | None:
+    """Serial training and the MGRIT solve of the same run, timed; the report on rank 0 (None on other ranks).
+    Under torchrun the solve is split over the ranks (``solvers.mgrit_dist``)."""
     import torch
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from models.training_runs import RunConfig, TrainingRun
-    from solvers.mgrit import MGRITConfig, mgriting, sequential_chain
+    from models.training_runs import TrainingRun
+    from solvers.mgrit import mgriting, sequential_chain
     from solvers.mgrit_dist import mgriting_distributed
 
     distributed = under_torchrun()
@@ -74,9 +84,6 @@ def solve(args: argparse.Namespace) -> dict[str, Any] | None:
         torch.set_num_threads(1)
     rank, ranks = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     try:
-        config = RunConfig(args.problem, args.steps, args.batch_size, args.lr, args.momentum, args.seed,
-                           args.coarse, args.data)  # fmt: skip
-        mgrit_config = MGRITConfig(args.coarsening, args.levels, args.relax, args.max_cycles, args.tol)
         run = TrainingRun(config)
         started = time.perf_counter()
         serial = sequential_chain(run.step, run.u0, config.steps)[-1] if rank == 0 else run.u0
@@ -88,7 +95,7 @@ def solve(args: argparse.Namespace) -> dict[str, Any] | None:
             pieces = mgriting_distributed(run.step, run.u0, config.steps, mgrit_config, run.coarse)
         else:
             pieces = mgriting(run.step, run.u0, config.steps, mgrit_config, run.coarse)
-        bar = tqdm(desc=f"MGRIT {args.problem} K={config.steps}", unit="cycle", disable=rank != 0 or None)
+        bar = tqdm(desc=f"MGRIT {config.problem} K={config.steps}", unit="cycle", disable=rank != 0 or None)
         while True:
             try:
                 progress = next(pieces)
