@@ -3,7 +3,9 @@
 The same DenseNet-BC (the shipped configuration), the same data order, augmentation draws and epochs, trained:
 - ``backprop``: ``parafeed train densenet``, one process with every core's thread;
 - ``ddg K``: ``parafeed train densenet --ddg K``, K processes (torchrun, gloo) with cores / K threads each, the
-  network cut into K modules of equal multiply-adds; run only where the machine has at least K cores.
+  network cut into K modules of equal multiply-adds; run only where the machine has at least K cores;
+- ``gpipe 2``: the exact pipeline instead (``benchmarks.gpipe``: ``torch.distributed.pipelining``, 4 micro-batches,
+  the same modules, ranks and threads).
 Each epoch is its own invocation (``--resume``), so after every epoch the checkpoint is evaluated on the first
 ``--test`` test images. Reported per epoch: training wall time (from ``metrics.jsonl``, validation excluded),
 test accuracy; and the depth of one iteration in module-steps: backprop runs K forwards then K backwards in turn
@@ -28,6 +30,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from benchmarks.gpipe import MICROBATCHES
 from benchmarks.harness import RESULTS, environment, save_figure, write_json
 
 ANCHOR = "Huo et al. 2018: ResNet-110 on CIFAR-10, 4 GPUs, DDG about 1.9x faster than backprop, same accuracy"
@@ -39,26 +42,33 @@ class Run:
     modules: int
     epoch_seconds: list[float] = field(default_factory=list)  # training wall time of each epoch
     test_accuracy: list[float] = field(default_factory=list)  # after each epoch
-    depth_per_iteration: int = 0  # module-steps on the critical path of one iteration (K modules: 2K / 2)
+    depth_per_iteration: float = 0  # module-steps on one iteration's critical path (backprop 2K, DDG 2, GPipe)
 
 
-def train_epochs(modules: int, args: argparse.Namespace, out: Path) -> Run:
-    """Train ``args.epochs`` epochs one invocation at a time, evaluating after each."""
+def train_epochs(method: str, modules: int, args: argparse.Namespace, out: Path) -> Run:
+    """Train ``args.epochs`` epochs one invocation at a time (``method``: backprop, ddg or gpipe), evaluating after
+    each."""
     from models.checkpoint import load_tensors, read_metadata
     from models.data import load_split
     from models.registry import build_from
     from models.tasks import get_task
 
     images, labels = get_task("densenet").prepare(load_split("test").subset(slice(0, args.test)))
-    run = Run("backprop" if modules == 1 else f"ddg {modules}", modules, depth_per_iteration=2 * modules)
-    if modules > 1:
+    run = Run(method if modules == 1 else f"{method} {modules}", modules, depth_per_iteration=2 * modules)
+    if method == "ddg":
         run.depth_per_iteration = 2  # every module's forward and backward at once
+    if method == "gpipe":  # M micro-batches through K stages: 2 (M + K - 1) micro-steps of 1/M module-step each
+        run.depth_per_iteration = round(2 * (MICROBATCHES + modules - 1) / MICROBATCHES, 2)
     state = out / ("last.safetensors" if modules == 1 else "last-rank0.safetensors")
     for epoch in range(1, args.epochs + 1):
-        command = [sys.executable, "-m", "app.cli", "train", "densenet", "--epochs", str(epoch), "--limit",
-                   str(args.limit), "--seed", "0", "--out", str(out)] + (["--resume"] if epoch > 1 else [])  # fmt: skip
-        if modules > 1:
-            command += ["--ddg", str(modules)]
+        common = ["--epochs", str(epoch), "--limit", str(args.limit), "--out", str(out)]
+        common += ["--resume"] if epoch > 1 else []
+        if method == "gpipe":
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={modules}",
+                       "-m", "benchmarks.gpipe", *common]  # fmt: skip
+        else:
+            command = [sys.executable, "-m", "app.cli", "train", "densenet", "--seed", "0", *common]
+            command += ["--ddg", str(modules)] if method == "ddg" else []
         subprocess.run(command, check=True, capture_output=True, timeout=3600)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         run.epoch_seconds.append([r for r in records if r["event"] == "epoch"][-1]["train_seconds"])
@@ -109,12 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.epochs, args.limit, args.test = 2, 1280, 500
     cores = os.cpu_count() or 1
-    plan = [1, 2] + ([4] if cores >= 4 else [])
+    plan = [("backprop", 1), ("ddg", 2), ("gpipe", 2)] + ([("ddg", 4)] if cores >= 4 else [])
     runs = []
     started = time.perf_counter()
-    for modules in plan:
+    for method, modules in plan:
         with TemporaryDirectory() as tmp:
-            runs.append(train_epochs(modules, args, Path(tmp)))
+            runs.append(train_epochs(method, modules, args, Path(tmp)))
     base = runs[0]
     payload: dict[str, Any] = {
         "environment": environment(),
