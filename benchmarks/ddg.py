@@ -103,6 +103,7 @@ def plot(runs: list[Run], path: Path) -> Path:
     left.set(xlabel="epoch", ylabel="training wall time per epoch (s)", title="Time (2-core CPU)")
     right.set(xlabel="epoch", ylabel="test accuracy (%)", title="Accuracy after each epoch")
     for ax in (left, right):
+        ax.set_xticks(range(1, max(len(run.epoch_seconds) for run in runs) + 1))
         ax.legend()
         ax.grid(alpha=0.3)
     return save_figure(fig, path)
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         with TemporaryDirectory() as tmp:
             runs.append(train_epochs(method, modules, args, Path(tmp)))
     base = runs[0]
+    base.depth_per_iteration = 2 * max(modules for _, modules in plan)  # K forwards, then K backwards, in turn
     payload: dict[str, Any] = {
         "environment": environment(),
         "settings": {"epochs": args.epochs, "limit": args.limit, "test_images": args.test, "model": "densenet"},
