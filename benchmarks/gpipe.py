@@ -14,7 +14,6 @@ gradients, no staleness (batch-norm statistics are per micro-batch, so it is bac
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -52,16 +51,13 @@ class GPipeTraining(DecoupledTraining):
         return {"training": {"method": "gpipe", "modules": self.modules, "microbatches": MICROBATCHES}}
 
     def steps(self, epoch: int) -> tuple[float, bool]:
-        cfg, progress, k = self.cfg, self.progress, self.rank
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * self.defaults.lr_decay**epoch
-        n = self.train_tensors[0].shape[0]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        progress, k = self.progress, self.rank
+        order, steps_per_epoch = self.start_epoch(epoch)
         task: Any = self.task
         stage = PipelineStage(Segment(self.net, self.first, self.last), k, self.modules, torch.device(self.device))
         schedule = ScheduleGPipe(stage, MICROBATCHES, loss_fn=lambda out, y: task.criterion(out, y).mean())
         running = 0.0
-        for step in range(progress["step_in_epoch"], math.ceil(n / self.batch_size)):
+        for step in range(progress["step_in_epoch"], steps_per_epoch):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images, labels = (t[index].to(self.device) for t in self.train_tensors)
             losses: list[torch.Tensor] = []

@@ -146,11 +146,7 @@ class DecoupledTraining(Training):
     def steps(self, epoch: int) -> tuple[float, bool]:
         """The rest of one epoch through the pipeline, then its drain: (smoothed loss on the last rank, finished)."""
         cfg, progress, k = self.cfg, self.progress, self.rank
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * self.defaults.lr_decay**epoch
-        n = self.train_tensors[0].shape[0]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        steps_per_epoch = math.ceil(n / self.batch_size)
+        order, steps_per_epoch = self.start_epoch(epoch)
         bar = tqdm(total=steps_per_epoch, initial=progress["step_in_epoch"], desc=f"{cfg.kind} DDG epoch {epoch + 1}",
                    disable=k != 0)  # fmt: skip
         pipeline = Pipeline(Stage(self._forward, self._apply), k, self.modules, self.device)

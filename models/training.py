@@ -127,14 +127,18 @@ class Training:
         self.log.close()
         return summary
 
+    def start_epoch(self, epoch: int) -> tuple[torch.Tensor, int]:
+        """Set epoch ``epoch``'s learning rate; its example order (a pure function of seed and epoch) and steps."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * self.defaults.lr_decay**epoch
+        n = self.train_tensors[0].shape[0]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
+        return order, math.ceil(n / self.batch_size)
+
     def steps(self, epoch: int) -> tuple[float, bool]:
         """The rest of one epoch: (smoothed training loss, False if the time budget ran out)."""
         cfg, progress, model, optimizer = self.cfg, self.progress, self.model, self.optimizer
-        for group in optimizer.param_groups:
-            group["lr"] = self.lr * self.defaults.lr_decay**epoch
-        n = self.train_tensors[0].shape[0]
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        steps_per_epoch = math.ceil(n / self.batch_size)
+        order, steps_per_epoch = self.start_epoch(epoch)
         bar = tqdm(total=steps_per_epoch, initial=progress["step_in_epoch"], desc=f"{cfg.kind} epoch {epoch + 1}")
         model.train()
         running, finished = 0.0, True
