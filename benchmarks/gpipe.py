@@ -6,7 +6,8 @@ each; every mini-batch is split into ``MICROBATCHES`` micro-batches that flow fo
 backward, and every stage steps once per mini-batch with the gradient of the whole mini-batch: synchronous
 gradients, no staleness (batch-norm statistics are per micro-batch, so it is backprop up to that). Everything else
 (data order, augmentation draws, AdamW and its schedule, checkpoints, merge and validation after each epoch,
-``metrics.jsonl``) is ``models.ddg.DecoupledTraining``'s, so the two differ only in the schedule.
+``metrics.jsonl``) is ``models.ddg.DecoupledTraining``'s, so the two differ only in the schedule (and this
+baseline ignores ``time_budget``).
 
     torchrun --standalone --nproc-per-node 2 -m benchmarks.gpipe --out DIR [--epochs E] [--limit N] [--resume]
 """

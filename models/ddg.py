@@ -97,6 +97,19 @@ class DecoupledTraining(Training):
         self.params = {name: p for name, p in self.model.named_parameters()}
         owned_keys = {key for unit in self.owned for key, _ in unit.state}
         self.mine = [name for name in self.params if name in owned_keys]
+        self._check_same_start()
+
+    def _check_same_start(self) -> None:
+        """Every rank resumes from the same step (a missing or older per-rank file would desynchronize the pipeline:
+        refuse to start instead)."""
+        if self.modules == 1:
+            return
+        steps = torch.tensor([float(self.progress["steps"]), -float(self.progress["steps"])], device=self.device)
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+        if steps[0] != -steps[1]:
+            low, high = -int(steps[1]), int(steps[0])
+            raise ValueError(f"the ranks' resumable states disagree (steps {low} to {high}); restore the "
+                             "last-rank*.safetensors files of one epoch or start without --resume")  # fmt: skip
 
     # -- files and records ---------------------------------------------------------------------------------------
     @property
@@ -181,7 +194,7 @@ class DecoupledTraining(Training):
         """Whether any rank wants to stop (one small all-reduce, so every rank stops after the same step)."""
         if self.modules == 1:
             return stop
-        flag = torch.tensor([1.0 if stop else 0.0])
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)  # nccl reduces only device tensors
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -204,16 +217,20 @@ class DecoupledTraining(Training):
     def validate(self, epoch: int, running: float) -> None:
         self.merge()
         if self.modules > 1:
-            dist.broadcast(loss := torch.tensor([running]), self.modules - 1)  # the loss is known on the last rank
+            dist.broadcast(
+                loss := torch.tensor([running], device=self.device), self.modules - 1
+            )  # the loss is known on the last rank
             running = float(loss.item())
         if self.rank == 0:
             super().validate(epoch, running)
         if self.modules > 1:
             best = torch.tensor(
-                [self.progress["best_val"] or 0.0, float(self.progress["bad_epochs"])], dtype=torch.float64
-            )
+                [self.progress["best_val"] or 0.0, float(self.progress["bad_epochs"])],
+                dtype=torch.float64, device=self.device,
+            )  # fmt: skip
             dist.broadcast(best, 0)
-            self.progress["best_val"], self.progress["bad_epochs"] = float(best[0]), int(best[1])
+            if self.rank != 0:
+                self.progress["best_val"], self.progress["bad_epochs"] = float(best[0]), int(best[1])
         self.model.train()
 
 

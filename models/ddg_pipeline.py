@@ -9,8 +9,9 @@ s + d_{k+1}, and rank k consumes it during iteration s + d_k = s + d_{k+1} + 1. 
   2. backward, once more than d_k forwards are kept: the oldest (iteration t - d_k) receives its error from
      rank k+1, backpropagates through the weights it was computed with, sends the error at its input to rank k-1
      and steps the module with that delayed gradient.
-``drain`` finishes the kept forwards (end of an epoch, a clean stop). Sends are non-blocking (``isend``) and
-waited for at the drain; receives block only when their data is needed. Activations go downstream with tag 0,
+``drain`` finishes the kept forwards (end of an epoch, a clean stop). Sends are non-blocking (``isend``), dropped
+once completed (a pending send holds its tensor) and waited for at the drain; receives block only when their data
+is needed. Activations go downstream with tag 0,
 errors upstream with tag 1.
 
 Shapes: whatever the modules pass, (b, ...) per mini-batch of b examples.
@@ -63,6 +64,7 @@ class Pipeline:
             dist.recv(x, self.rank - 1, tag=ACTIVATION)
             x.requires_grad_(True)
         out, weights = self.stage.forward(x)
+        self.sends = [request for request in self.sends if not request.is_completed()]  # done sends free their data
         if self.rank < self.last:
             self.sends.append(dist.isend(out.detach(), self.rank + 1, tag=ACTIVATION))
             self.kept.append((x, out, weights))

@@ -8,10 +8,12 @@ reproduce themselves bit for bit under the cell (F(h) = h), which for a batch-in
   update one parallel scan, iterates kept in ``model.state_bounds``), then Jacobi from Newton's best iterate. Newton
   proposes, Jacobi certifies: with tol = 0 Jacobi repairs the candidate until it reproduces itself (Newton's
   float32 rounding leaves a few ulps that only such sweeps remove); with tol > 0 one evaluation confirms it. The
-  iterations reported per sequence are Newton updates plus Jacobi evaluations.
+  iterations reported per sequence are Newton updates plus Jacobi evaluations; ``max_iterations`` caps each of
+  the two phases.
 - ``mgrit``: two-level MGRIT with FCF relaxation, coarsening ``MGRIT_COARSENING``, the cell itself as the coarse
-  step (one cell step per coarse interval); it terminates exactly after at most ceil(T/m) + 1 cycles. The
-  iterations reported are its depth: vectorized cell calls on the critical path, both levels.
+  step (one cell step per coarse interval); it terminates exactly after at most ceil(T/m) + 1 cycles
+  (``max_iterations`` caps the cycles). The iterations reported are its depth, vectorized cell calls on the
+  critical path of both levels, so they may exceed T (``sequential_steps``): that is MGRIT losing, not an error.
 
 Shapes: x (B, T) pixels; states (B, T, H) = h_1..h_T.
 """
@@ -35,24 +37,25 @@ Certify = Callable[[torch.Tensor], Pieces[tuple[torch.Tensor, torch.Tensor, bool
 
 
 def newton_forward(
-    model: RecurrentRegressor, x: torch.Tensor, tol: float, certify: Certify
+    model: RecurrentRegressor, x: torch.Tensor, tol: float, certify: Certify, max_iterations: int | None = None
 ) -> Pieces[tuple[torch.Tensor, list[int], bool, float]]:  # fmt: skip
     """(predictions (B, T), iterations per sequence, converged, residual): Newton in groups of rows whose dense
     Jacobians fit ``SCAN_BYTES``, a piece per update; then ``certify(states)``, Jacobi from those states."""
     batch, length = x.shape
     hidden = model.config.hidden_size
     group = max(1, SCAN_BYTES // max(length * hidden * hidden * x.element_size(), 1))
-    parts, updates = [], []
+    updates = NEWTON_ITERATIONS if max_iterations is None else min(NEWTON_ITERATIONS, max_iterations)
+    parts, done = [], []
     for rows in torch.split(torch.arange(batch, device=x.device), group):
         result = yield from newton_chaining(
-            model.cell, x[rows], x.new_zeros(len(rows), hidden), NEWTON_ITERATIONS, tol,
+            model.cell, x[rows], x.new_zeros(len(rows), hidden), updates, tol,
             jacobian=model.step_jacobian, bounds=model.state_bounds,
         )  # fmt: skip
         parts.append(result.states)
-        updates += [result.iterations] * len(rows)
+        done += [result.iterations] * len(rows)
     start = torch.cat(parts) if parts else x.new_zeros(0, length, hidden)
     predictions, iterations, converged, residual = yield from certify(start)
-    return predictions, [u + int(i) for u, i in zip(updates, iterations.tolist(), strict=True)], converged, residual
+    return predictions, [u + int(i) for u, i in zip(done, iterations.tolist(), strict=True)], converged, residual
 
 
 def mgrit_forward(

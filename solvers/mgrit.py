@@ -15,7 +15,8 @@ F-points and iterates:
 Finite termination, bit for bit: when v_j equals w_j bitwise, Psi_j(v) - Psi_j(w_j) is exactly 0 and the coarse
 step returns F_j unrounded, so every cycle extends the exact prefix by at least one coarse interval (F-relaxation:
 after k cycles the first k intervals are the serial answer) and at most ceil(N/m) + 1 cycles reach the sequential
-trajectory (for a ``step`` that is batch invariant: a row computes the same bits whichever points share a call).
+trajectory (for a ``step`` that is batch invariant: a row computes the same bits whichever points share a call,
+and a coarse step with finite values: an overflow to inf makes the correction NaN).
 The stopping test is the certificate F(u) = u: after relaxation the residual max |Phi_{c-1}(u_{c-1}) - u_c| over
 the C-points is 0 exactly when u is the sequential trajectory (``exact``); with ``tol`` > 0 the solve stops at
 that residual and reports it.

@@ -15,7 +15,8 @@ step), and the finite-termination certificate is unchanged. The coarse levels ar
 they cost 1/m of the fine level per cycle, which is what bounds the speedup over ranks (Amdahl), and depth is
 counted as for one process.
 
-While it runs, ``states`` holds this rank's chunk; at the end, the whole trajectory on every rank. Launch with
+While it runs, ``states`` holds this rank's chunk and ``fine_evaluations`` this rank's fine work; at the end, the
+whole trajectory and the fine work of all ranks, on every rank. Launch with
 ``torchrun`` (gloo on CPU, nccl on GPUs); the process group must be initialised by the caller.
 Shapes as in ``solvers.mgrit``: u0 (B, *S); states (N+1, B, *S) on every rank at the end.
 """
@@ -87,7 +88,9 @@ def mgriting_distributed(
     c = top.points(cfg.coarsening)
     intervals = int(c.numel()) - 1
     if intervals < ranks:
-        raise ValueError(f"{intervals} coarse intervals cannot be split over {ranks} ranks; use a smaller m")
+        raise ValueError(
+            f"{intervals} coarse intervals cannot be split over {ranks} ranks: use fewer ranks or a smaller m"
+        )
     first, last = chunk_bounds(intervals, ranks, rank)
     counts = [b - a for a, b in (chunk_bounds(intervals, ranks, r) for r in range(ranks))]
     start = int(c[first])
@@ -112,7 +115,7 @@ def mgriting_distributed(
         _f_relax(local, u, local_c, cfg.coarsening, counter)
         result.iterations += 1
         yield result
-    fine = torch.tensor([float(counter.fine)])
+    fine = torch.tensor([float(counter.fine)], device=u0.device)
     dist.all_reduce(fine)  # fine work is split over the ranks; the coarse levels are replicated, counted once
     result.fine_evaluations = int(fine.item())
     # Every rank's fine points (its chunk without the shared first point), in order, behind u_0.

@@ -89,7 +89,7 @@ def newton_chaining(
     batch, length = x.shape[:2]
     hidden = s0.shape[-1]
     jac = jacobian or autograd_jacobian(f)
-    cap = max_iterations or length
+    cap = length if max_iterations is None else max_iterations
     flat_x = x.reshape(batch * length, *x.shape[2:])
     states = s0.new_zeros(batch, length, hidden)
     best, best_residual, stalled, iterations = states, math.inf, 0, 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -50,6 +51,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
 def train_run(args: argparse.Namespace) -> int:
     if args.ranks < 1:
         raise ValueError(f"--ranks must be at least 1; got {args.ranks}")
+    if args.ranks > math.ceil(args.steps / args.coarsening):
+        raise ValueError(f"--ranks {args.ranks} exceeds the {math.ceil(args.steps / args.coarsening)} coarse intervals")
     if args.ranks > 1 and not under_torchrun():
         return relaunch_under_torchrun(args.ranks)
     from models.training_runs import RunConfig

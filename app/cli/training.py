@@ -16,6 +16,10 @@ from app.cli.common import print_json, relaunch_under_torchrun, settings, under_
 def train(args: argparse.Namespace) -> int:
     from models.training import TrainConfig, train
 
+    if args.ddg is not None and args.ddg < 1:
+        raise ValueError(f"--ddg needs at least 1 module; got {args.ddg}")
+    if args.ddg is not None and args.kind != "densenet":
+        raise ValueError(f"--ddg trains the densenet family; got {args.kind}")
     if args.ddg is not None and args.ddg > 1 and not under_torchrun():
         return relaunch_under_torchrun(args.ddg)
     config = settings(args)

@@ -145,7 +145,8 @@ class RecurrentFamily(Family):
             if method == "sequential":
                 return Forward((yield from sequential()), [x.shape[1]] * x.shape[0], True, 0.0)
             if method == "newton":
-                return Forward(*(yield from chains.newton_forward(model, x, request.tol, jacobi_from)))
+                newton = chains.newton_forward(model, x, request.tol, jacobi_from, request.max_iterations)
+                return Forward(*(yield from newton))
             if method == "mgrit":
                 return Forward(*(yield from chains.mgrit_forward(model, x, request.tol, request.max_iterations)))
             predictions, iterations, converged, residual = yield from forward_pieces(
