@@ -243,7 +243,8 @@ def train_ddg(cfg: TrainConfig, modules: int) -> dict[str, Any]:
         dist.init_process_group("nccl" if cuda else "gloo")
         if dist.get_world_size() != modules:
             raise ValueError(f"--ddg {modules} needs {modules} processes; torchrun started {dist.get_world_size()}")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // modules))  # a fair share of the cores each
+        here = int(os.environ.get("LOCAL_WORLD_SIZE", modules))  # processes on this machine (torchrun sets it)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // here))  # a fair share of this machine's cores each
     try:
         return DecoupledTraining(cfg, modules).run()
     finally:
