@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,7 @@ class GPipeTraining(DecoupledTraining):
         schedule = ScheduleGPipe(stage, MICROBATCHES, loss_fn=lambda out, y: task.criterion(out, y).mean())
         running = 0.0
         for step in range(progress["step_in_epoch"], steps_per_epoch):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images, labels = (t[index].to(self.device) for t in self.train_tensors)
+            images, labels = self.batch_at(order, step)
             losses: list[torch.Tensor] = []
             if k == 0:
                 schedule.step(task.augment(images))
@@ -72,8 +70,7 @@ class GPipeTraining(DecoupledTraining):
                 schedule.step()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            progress.update(step_in_epoch=step + 1, steps=progress["steps"] + 1)
-            progress["seconds"] = time.perf_counter() - self.start
+            self.count_step(step)
         return running, True
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -89,7 +88,7 @@ class DecoupledTraining(Training):
         if not isinstance(self.model, DenseNet):
             raise ValueError(f"--ddg trains the densenet family; got {cfg.kind}")
         self.net: DenseNet = self.model
-        units = self.net.units()
+        self.units = units = self.net.units()
         self.ranges = partition([u.cost for u in units], modules)
         self.first, self.last = self.ranges[self.rank]
         self.shapes = self._cut_shapes(units)
@@ -119,7 +118,7 @@ class DecoupledTraining(Training):
 
     @property
     def extra(self) -> dict[str, Any]:
-        names = [unit.name for unit in self.net.units()]
+        names = [unit.name for unit in self.units]
         cuts = [[names[a], names[b - 1]] for a, b in self.ranges]
         return {"training": {"method": "ddg", "modules": self.modules, "exact_backprop": self.modules == 1,
                              "modules_units": cuts}}  # fmt: skip
@@ -169,15 +168,13 @@ class DecoupledTraining(Training):
             if k == self.modules - 1 and progress["steps"] == fail_at:
                 print(f"{FAIL_AT}: rank {k} exits before step {fail_at}", file=sys.stderr)
                 sys.exit(3)
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images, labels = (t[index].to(self.device) for t in self.train_tensors)
-            loss = pipeline.step(partial(task.augment, images), (len(index), *self.shapes[k]),
+            images, labels = self.batch_at(order, step)
+            loss = pipeline.step(partial(task.augment, images), (len(labels), *self.shapes[k]),
                                  partial(self._loss, labels))  # fmt: skip
             if loss is not None:
                 running = 0.98 * running + 0.02 * loss if step else loss
                 bar.set_postfix(loss=f"{running:.4f}")
-            progress.update(step_in_epoch=step + 1, steps=progress["steps"] + 1)
-            progress["seconds"] = time.perf_counter() - self.start
+            self.count_step(step)
             bar.update()
             if cfg.time_budget is not None and self._agree(progress["seconds"] > cfg.time_budget):
                 finished = False
@@ -204,9 +201,8 @@ class DecoupledTraining(Training):
         if self.modules == 1:
             return
         state = self.model.state_dict()
-        units = self.net.units()
         for owner, (a, b) in enumerate(self.ranges):
-            for unit in units[a:b]:
+            for unit in self.units[a:b]:
                 for key, index in unit.state:
                     tensor = state[key]
                     part = (tensor if index is None else tensor[index]).clone()

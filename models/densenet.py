@@ -202,7 +202,11 @@ class DenseNet(nn.Module):
 
     def concat_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits by the textbook forward (``DenseBlock.concat_forward``): the fastest sequential baseline."""
-        for unit in self.units():
+        return self.run_units(x, 0, None)
+
+    def run_units(self, x: torch.Tensor, first: int, last: int | None) -> torch.Tensor:
+        """``units()[first:last]`` applied to x in order."""
+        for unit in self.units()[first:last]:
             x = unit.fn(x)
         return x
 
@@ -212,15 +216,14 @@ class DenseNet(nn.Module):
         equal cost."""
         cfg = self.config
         side, channels = 28, 2 * cfg.growth
+        keys = list(self.state_dict())
 
         def whole(prefix: str) -> tuple[tuple[str, int | None], ...]:
-            return tuple((key, None) for key in self.state_dict() if key.startswith(prefix))
+            return tuple((key, None) for key in keys if key.startswith(prefix))
 
         chain = [Unit("stem", self.stem, side * side * cfg.in_channels * channels * 9.0, whole("stem."))]
         for i, (block, transition) in enumerate(self.stages()):
-            names = [
-                key for key in self.state_dict() if key.startswith(f"blocks.{i}.") and key != f"blocks.{i}.visible"
-            ]
+            names = [key for key in keys if key.startswith(f"blocks.{i}.") and key != f"blocks.{i}.visible"]
             for j in range(block.layers):
                 cost = side * side * (block.inputs_of(j) * block.wide + block.wide * block.k * 9.0)
                 chain.append(Unit(f"block{i}.layer{j}", partial(block.grow, j), cost, tuple((n, j) for n in names)))
@@ -237,9 +240,7 @@ class DenseNet(nn.Module):
 
         units: (first, last) runs only ``units()[first:last]`` on x (a module of decoupled training)."""
         if units is not None:
-            for unit in self.units()[units[0] : units[1]]:
-                x = unit.fn(x)
-            return x
+            return self.run_units(x, *units)
         if self.training:
             return self.concat_forward(x)
         n = x.shape[0]

@@ -135,6 +135,16 @@ class Training:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
         return order, math.ceil(n / self.batch_size)
 
+    def batch_at(self, order: torch.Tensor, step: int) -> tuple[torch.Tensor, ...]:
+        """The training tensors of mini-batch ``step`` of an epoch's ``order``, on the device."""
+        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        return tuple(t[index].to(self.device) for t in self.train_tensors)
+
+    def count_step(self, step: int) -> None:
+        """Mini-batch ``step`` of the epoch is done: the resumable progress and the training time move on."""
+        self.progress.update(step_in_epoch=step + 1, steps=self.progress["steps"] + 1)
+        self.progress["seconds"] = time.perf_counter() - self.start
+
     def steps(self, epoch: int) -> tuple[float, bool]:
         """The rest of one epoch: (smoothed training loss, False if the time budget ran out)."""
         cfg, progress, model, optimizer = self.cfg, self.progress, self.model, self.optimizer
@@ -143,8 +153,7 @@ class Training:
         model.train()
         running, finished = 0.0, True
         for step in range(progress["step_in_epoch"], steps_per_epoch):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            batch = tuple(t[index].to(self.device) for t in self.train_tensors)
+            batch = self.batch_at(order, step)
             loss = self.task.loss(model, batch).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -152,8 +161,7 @@ class Training:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.defaults.grad_clip)
             optimizer.step()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-            progress.update(step_in_epoch=step + 1, steps=progress["steps"] + 1)
-            progress["seconds"] = time.perf_counter() - self.start
+            self.count_step(step)
             bar.update()
             bar.set_postfix(loss=f"{running:.4f}")
             if time.perf_counter() - self.last_save > cfg.checkpoint_every:

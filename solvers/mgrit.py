@@ -60,6 +60,10 @@ class MGRITConfig:
         if self.relax not in RELAXATIONS:
             raise ValueError(f"relax must be one of {RELAXATIONS}; got {self.relax!r}")
 
+    def cycle_cap(self, steps: int) -> int:
+        """Cycles before the solve stops unconverged: ``max_iterations``, else finite termination's bound."""
+        return self.max_iterations if self.max_iterations is not None else math.ceil(steps / self.coarsening) + 1
+
 
 @dataclass
 class MGRITResult:
@@ -155,12 +159,16 @@ def _sequential(level: _Level, v: torch.Tensor, counter: _Counter) -> None:
         v[j + 1] = _call(level, index, v[j : j + 1], counter)[0]
 
 
-def _relax(level: _Level, u: torch.Tensor, c: torch.Tensor, cfg: MGRITConfig, counter: _Counter) -> torch.Tensor:
-    """F or FCF relaxation in place; returns Phi into every C-point from the relaxed iterate."""
+def _relax(level: _Level, u: torch.Tensor, c: torch.Tensor, cfg: MGRITConfig, counter: _Counter,
+           after_c: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:  # fmt: skip
+    """F or FCF relaxation in place; returns Phi into every C-point from the relaxed iterate. ``after_c(u)`` runs
+    between FCF's C-step and its second F-step (a time chunk's first C-point arrives there from another rank)."""
     m = cfg.coarsening
     _f_relax(level, u, c, m, counter)
     if cfg.relax == "FCF":
         u[c[1:]] = _into_c(level, u, c, counter)
+        if after_c is not None:
+            after_c(u)
         _f_relax(level, u, c, m, counter)
     return _into_c(level, u, c, counter)
 
@@ -219,7 +227,7 @@ def mgriting(step: ChainStep, u0: torch.Tensor, steps: int, config: MGRITConfig 
     u[0] = u0
     top = _Level(step, steps, 1, fine=True)
     c = top.points(cfg.coarsening)
-    cap = cfg.max_iterations if cfg.max_iterations is not None else math.ceil(steps / cfg.coarsening) + 1
+    cap = cfg.cycle_cap(steps)
     counter = _Counter()
     result = MGRITResult(u, 0, False, False, math.inf)
     result.row_iterations = [-1] * u0.shape[0]

@@ -37,9 +37,9 @@ from solvers.mgrit import (
     _corrected,
     _Counter,
     _f_relax,
-    _into_c,
     _Level,
     _record,
+    _relax,
     last_step_coarse,
 )
 from solvers.pieces import drain
@@ -97,16 +97,11 @@ def mgriting_distributed(
     local_c = c[first : last + 1] - start  # this chunk's C-points, its first one owned by the rank before
     local = _Level(lambda n, u: step(n + start, u), int(c[last]) - start, 1, fine=True)
     u = u0[None].repeat(int(c[last]) - start + 1, *([1] * u0.dim()))
-    cap = cfg.max_iterations if cfg.max_iterations is not None else math.ceil(steps / cfg.coarsening) + 1
+    cap = cfg.cycle_cap(steps)
     counter = _Counter()
     result = MGRITResult(u, 0, False, False, math.inf, row_iterations=[-1] * u0.shape[0])
     while True:
-        _f_relax(local, u, local_c, cfg.coarsening, counter)
-        if cfg.relax == "FCF":
-            u[local_c[1:]] = _into_c(local, u, local_c, counter)
-            _pass_right(u, rank, ranks)
-            _f_relax(local, u, local_c, cfg.coarsening, counter)
-        into = _gather(_into_c(local, u, local_c, counter), counts)
+        into = _gather(_relax(local, u, local_c, cfg, counter, lambda u: _pass_right(u, rank, ranks)), counts)
         w = torch.cat([u0[None], _gather(u[local_c[1:]], counts)])  # every C-point, u_0 first
         if _record(result, (into - w[1:]).abs(), counter, cfg, cap):
             break

@@ -78,7 +78,8 @@ def solve(config: RunConfig, mgrit_config: MGRITConfig) -> dict[str, Any] | None
     from tqdm import tqdm
 
     from models.training_runs import TrainingRun
-    from solvers.mgrit import mgriting, sequential_chain
+    from solvers import drain
+    from solvers.mgrit import MGRITResult, mgriting, sequential_chain
     from solvers.mgrit_dist import mgriting_distributed
 
     distributed = under_torchrun()
@@ -99,14 +100,12 @@ def solve(config: RunConfig, mgrit_config: MGRITConfig) -> dict[str, Any] | None
         else:
             pieces = mgriting(run.step, run.u0, config.steps, mgrit_config, run.coarse)
         bar = tqdm(desc=f"MGRIT {config.problem} K={config.steps}", unit="cycle", disable=rank != 0 or None)
-        while True:
-            try:
-                progress = next(pieces)
-            except StopIteration as done:
-                result = done.value
-                break
+
+        def progress(running: MGRITResult) -> None:
             bar.update(1)
-            bar.set_postfix(residual=f"{progress.residuals[-1]:.2e}")
+            bar.set_postfix(residual=f"{running.residuals[-1]:.2e}")
+
+        result = drain(pieces, progress)
         bar.close()
         mgrit_s = time.perf_counter() - started
     finally:
